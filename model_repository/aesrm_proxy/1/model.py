@@ -1,0 +1,129 @@
+"""AesRM proxy on Triton's python backend: the same weights and code as the embedded backend.
+
+Each request carries pairs as frames_a/frames_b [B,T,H,W,3] uint8; the dynamic batcher hands several
+requests to one ``execute``. Videos are content-hashed so a video that appears in many pairs (a GRPO group,
+both orders) is encoded once, then the antisymmetric heads score every pair -- the same cost model as the
+embedded backend. ``initialize`` refuses to load when the checkpoint manifest disagrees with this config
+(dims, criteria, model id/version, sha), because the gateway reads the contract from the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+# The python-backend stub's embedded interpreter ignores PYTHONPATH (the repo root is not importable) and
+# takes site-packages from the `python3` first on PATH; put the launcher's PYTHONPATH (repo + venv) FIRST:
+# a base-interpreter numpy 2.x makes the 2.51 stub return empty FP32 outputs.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def _params(cfg: dict) -> dict[str, str]:
+    return {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+
+
+def _truthy(s: str) -> bool:
+    return s.strip().lower() in ("1", "true", "yes", "on")
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        import torch
+
+        from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
+
+        cfg = json.loads(args["model_config"])
+        p = _params(cfg)
+        torch.set_num_threads(int(p.get("torch_threads") or os.environ.get("OMP_NUM_THREADS") or 1))
+        gpu = args.get("model_instance_kind") == "GPU"
+        self.device = torch.device(f"cuda:{args.get('model_instance_device_id', 0)}" if gpu else "cpu")
+
+        if _truthy(p.get("trained", "true")):
+            ckpt = p.get("checkpoint") or str(DEFAULT_CHECKPOINT)
+            if not Path(ckpt).is_absolute():  # relative to the repo root (PYTHONPATH) or the model dir
+                import service
+
+                cands = [Path(service.__file__).resolve().parents[1] / ckpt, Path(args["model_repository"]) / ckpt]
+                ckpt = str(next((c for c in cands if c.exists()), cands[0]))
+            model, manifest = load_proxy(ckpt)
+        else:
+            model, manifest = untrained_proxy(seed=int(p.get("seed") or 0))
+        self._verify(cfg, p, manifest)
+        self.model = model.to(self.device).eval()
+        self.encode_once = hasattr(model, "encode") and hasattr(model, "heads")
+        self.torch = torch
+
+    @staticmethod
+    def _verify(cfg: dict, p: dict[str, str], m: dict) -> None:
+        ins = {i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]}
+        outs = {o["name"]: [int(d) for d in o["dims"]] for o in cfg["output"]}
+        want = [int(m["frames"]), int(m["height"]), int(m["width"]), 3]
+        problems = []
+        for name in ("frames_a", "frames_b"):
+            if ins.get(name) != want:
+                problems.append(f"input {name} dims {ins.get(name)} != manifest {want}")
+        if outs.get("dimension_logits") != [3]:
+            problems.append(f"dimension_logits dims {outs.get('dimension_logits')} != [3]")
+        crit = list(m.get("criteria", ()))
+        if outs.get("criterion_logits") != [len(crit)]:
+            problems.append(f"criterion_logits dims {outs.get('criterion_logits')} != [{len(crit)}]")
+        checks = {"model_id": m["model_id"], "model_version": str(m["version"]), "criteria": ",".join(crit),
+                  "criterion_dimension": ",".join(m.get("criterion_dimension", ())),
+                  "trained": str(bool(m.get("trained", False))).lower()}
+        for key, actual in checks.items():
+            if key in p and p[key] != actual:
+                problems.append(f"parameter {key}={p[key]!r} but checkpoint says {actual!r}")
+        sha = p.get("checkpoint_sha256", "")
+        if sha and not str(m.get("checkpoint_sha256", "")).startswith(sha):
+            problems.append(f"checkpoint sha256 {str(m.get('checkpoint_sha256'))[:12]} != config {sha[:12]}")
+        if problems:
+            raise pb_utils.TritonModelException("aesrm_proxy config/manifest mismatch: " + "; ".join(problems))
+
+    def _forward(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        with torch.inference_mode():
+            if not self.encode_once:
+                d, c = self.model(torch.from_numpy(fa).to(self.device), torch.from_numpy(fb).to(self.device))
+                return d.float().cpu().numpy(), c.float().cpu().numpy()
+            videos = np.concatenate([fa, fb])
+            slot: dict[bytes, int] = {}
+            index = np.empty(len(videos), dtype=np.int64)
+            for i, v in enumerate(videos):
+                index[i] = slot.setdefault(hashlib.blake2b(v, digest_size=16).digest(), len(slot))
+            first = np.unique(index, return_index=True)[1]
+            emb = self.model.encode(torch.from_numpy(videos[first]).to(self.device))
+            idx = torch.from_numpy(index).to(self.device)
+            n = len(fa)
+            d, c = self.model.heads(emb[idx[:n]], emb[idx[n:]])
+            return d.float().cpu().numpy(), c.float().cpu().numpy()
+
+    def execute(self, requests):
+        fa, fb, sizes = [], [], []
+        for r in requests:
+            a = pb_utils.get_input_tensor_by_name(r, "frames_a").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(r, "frames_b").as_numpy()
+            fa.append(a)
+            fb.append(b)
+            sizes.append(len(a))
+        try:
+            dim, crit = self._forward(np.ascontiguousarray(np.concatenate(fa)),
+                                      np.ascontiguousarray(np.concatenate(fb)))
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
+            err = pb_utils.TritonError(f"aesrm_proxy forward failed: {type(exc).__name__}: {exc}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
+        out, start = [], 0
+        for n in sizes:
+            out.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("dimension_logits", np.ascontiguousarray(dim[start:start + n], dtype=np.float32)),
+                pb_utils.Tensor("criterion_logits", np.ascontiguousarray(crit[start:start + n], dtype=np.float32))]))
+            start += n
+        return out
+
+    def finalize(self) -> None:
+        self.model = None

@@ -1,0 +1,164 @@
+"""Build aesrm_proxy_trt/1/model.plan: export ONNX, check it against PyTorch, build a FP16 TensorRT engine
+with a dynamic batch profile, check the engine against ONNX Runtime.
+
+Run ON THE SERVING GPU TYPE, with the TensorRT version of the Triton release that will load the plan
+(Triton 2.51 = NGC container 24.10 = TensorRT 10.5): plans are not portable across GPU archs/TRT versions.
+
+    docker run --gpus all --rm -v $PWD:/w -w /w nvcr.io/nvidia/tritonserver:24.10-py3 bash -c \
+      "pip install -e '.[model]' onnx onnxruntime && python model_repository/aesrm_proxy_trt/build_engine.py"
+
+Steps 1-2 also run on a CPU box (``--onnx-only``). Shapes and the batch profile come from config.pbtxt
+(dims, max_batch_size), so the engine cannot disagree with what Triton announces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def config_shapes(cfg: Path = HERE / "config.pbtxt") -> tuple[list[int], int]:
+    text = cfg.read_text()
+    dims = re.search(r'name: "frames_a" data_type: TYPE_UINT8 dims: \[ ([^\]]*) \]', text).group(1)
+    return [int(d) for d in dims.split(",")], int(re.search(r"max_batch_size: (\d+)", text).group(1))
+
+
+def _load(checkpoint: str | None, untrained: bool):
+    from service.model.checkpoint import load_proxy, untrained_proxy
+
+    return (untrained_proxy(seed=0) if untrained else load_proxy(checkpoint))[0].eval()
+
+
+def export_onnx(out: Path, checkpoint: str | None, untrained: bool = False) -> None:
+    if untrained:  # CPU plumbing check only: random weights
+        from service.model.export_onnx import export
+
+        export(_load(None, True), out)
+        return
+    cmd = [sys.executable, "-m", "service.model.export_onnx", "--out", str(out)]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+
+
+def check_onnx(onnx_path: Path, frame_dims: list[int], checkpoint: str | None, batch: int = 3,
+               untrained: bool = False) -> float:
+    """Max |ONNX Runtime - PyTorch| on random frames (both outputs)."""
+    import onnxruntime as ort
+    import torch
+
+    model = _load(checkpoint, untrained)
+    rng = np.random.default_rng(0)
+    fa = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
+    fb = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(["dimension_logits", "criterion_logits"], {"frames_a": fa, "frames_b": fb})
+    with torch.inference_mode():
+        want = [t.numpy() for t in model(torch.from_numpy(fa), torch.from_numpy(fb))]
+    return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+
+
+def trtexec_command(onnx_path: Path, plan: Path, frame_dims: list[int], max_batch: int, opt: int) -> list[str]:
+    shp = "x".join(map(str, frame_dims))
+    prof = {k: f"frames_a:{b}x{shp},frames_b:{b}x{shp}" for k, b in (("min", 1), ("opt", opt), ("max", max_batch))}
+    return ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan}", "--fp16", f"--minShapes={prof['min']}",
+            f"--optShapes={prof['opt']}", f"--maxShapes={prof['max']}", "--builderOptimizationLevel=3",
+            "--skipInference"]
+
+
+def build_with_python_api(onnx_path: Path, plan: Path, frame_dims: list[int], max_batch: int, opt: int) -> None:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        raise RuntimeError("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
+    config = builder.create_builder_config()
+    config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for name in ("frames_a", "frames_b"):
+        profile.set_shape(name, (1, *frame_dims), (opt, *frame_dims), (max_batch, *frame_dims))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError("TensorRT build failed")
+    plan.write_bytes(bytes(engine))
+
+
+def check_engine(plan: Path, onnx_path: Path, frame_dims: list[int], batch: int = 8) -> float:
+    """Max |TensorRT FP16 - ONNX Runtime FP32| (expect ~1e-2 on logits)."""
+    import onnxruntime as ort
+    import tensorrt as trt
+    import torch
+
+    rng = np.random.default_rng(1)
+    feeds = {n: rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8) for n in ("frames_a", "frames_b")}
+    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+    ctx = engine.create_execution_context()
+    bufs = {}
+    for n, a in feeds.items():
+        bufs[n] = torch.from_numpy(a).cuda()
+        ctx.set_input_shape(n, a.shape)
+    for n in ("dimension_logits", "criterion_logits"):
+        bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=torch.float32, device="cuda")
+    for n, t in bufs.items():
+        ctx.set_tensor_address(n, t.data_ptr())
+    ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    got = [bufs["dimension_logits"].cpu().numpy(), bufs["criterion_logits"].cpu().numpy()]
+    return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--onnx", default=str(HERE / "aesrm_proxy.onnx"))
+    ap.add_argument("--plan", default=str(HERE / "1" / "model.plan"))
+    ap.add_argument("--opt-batch", type=int, default=16)
+    ap.add_argument("--onnx-only", action="store_true", help="steps 1-2 only (CPU box)")
+    ap.add_argument("--untrained", action="store_true", help="random-init proxy: plumbing checks only")
+    ap.add_argument("--print-trtexec", action="store_true", help="print the trtexec command and exit")
+    args = ap.parse_args(argv)
+    frame_dims, max_batch = config_shapes()
+    onnx_path, plan = Path(args.onnx), Path(args.plan)
+    if args.print_trtexec:
+        print(" ".join(trtexec_command(onnx_path, plan, frame_dims, max_batch, args.opt_batch)))
+        return 0
+    export_onnx(onnx_path, args.checkpoint, args.untrained)
+    err = check_onnx(onnx_path, frame_dims, args.checkpoint, untrained=args.untrained)
+    print(f"onnx: {onnx_path} max|onnx-torch|={err:.2e}")
+    if err > 1e-3:
+        raise SystemExit("ONNX export disagrees with PyTorch")
+    if args.onnx_only:
+        return 0
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        build_with_python_api(onnx_path, plan, frame_dims, max_batch, args.opt_batch)
+    except ImportError:
+        if not shutil.which("trtexec"):
+            raise SystemExit("neither the tensorrt Python package nor trtexec is available")
+        subprocess.run(trtexec_command(onnx_path, plan, frame_dims, max_batch, args.opt_batch), check=True)
+    print(f"engine: {plan} ({plan.stat().st_size / 1e6:.1f} MB)")
+    try:
+        err = check_engine(plan, onnx_path, frame_dims)
+        print(f"engine check: max|trt_fp16-onnx|={err:.3e}")
+    except ImportError as exc:
+        print(f"engine check skipped ({exc})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Embedded backend: the trained proxy model in-process (PyTorch, CPU), behind the micro-batcher.
+
+Each distinct video of a batch is encoded once; the antisymmetric heads then score every requested pair
+from the embeddings, so a GRPO group of G videos costs G encoder passes, not G*(G-1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from service import errors
+from service.batching import MicroBatcher
+from service.config import Settings
+from service.contract import DIMENSIONS, ModelContract, PairLogits
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._settings, self._metrics = settings, metrics
+        self._model = None
+        self._contract: ModelContract | None = None
+        self._batcher = MicroBatcher(self._forward, max_videos=settings.max_batch_videos,
+                                     max_wait_ms=settings.max_batch_wait_ms, queue_size=settings.queue_size,
+                                     metrics=metrics)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._batcher.start()
+
+    def _load(self) -> None:
+        import torch
+
+        from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
+
+        torch.set_num_threads(self._settings.torch_threads)
+        path = self._settings.checkpoint or DEFAULT_CHECKPOINT
+        try:
+            model, manifest = load_proxy(path)
+        except FileNotFoundError:
+            if not self._settings.allow_untrained:
+                raise
+            log.warning("no checkpoint at %s: serving an UNTRAINED proxy (allow_untrained=true)", path)
+            model, manifest = untrained_proxy(seed=0)
+        self._model = model
+        self._contract = contract_from_manifest(manifest)
+        log.info("embedded backend: %s %s (%s)", self._contract.model_id, self._contract.model_version,
+                 self._contract.checkpoint)
+
+    def _forward(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+        import torch
+
+        with torch.inference_mode():
+            emb = self._model.encode(torch.from_numpy(videos))
+            idx = torch.from_numpy(pairs.astype(np.int64))
+            dim, crit = self._model.heads(emb[idx[:, 0]], emb[idx[:, 1]])
+        return PairLogits(dim.float().numpy(), crit.float().numpy())
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    def contract(self) -> ModelContract:
+        if self._contract is None:
+            raise errors.BackendUnavailable("model not loaded yet")
+        return self._contract
+
+    async def ready(self) -> bool:
+        return self._model is not None and self._batcher.running
+
+    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+        return await self._batcher.submit(videos, pairs)
+
+
+def contract_from_manifest(manifest: dict) -> ModelContract:
+    sha = str(manifest.get("checkpoint_sha256", ""))[:12]
+    name = manifest.get("checkpoint_file", manifest.get("model_id", "proxy"))
+    return ModelContract(
+        model_id=manifest["model_id"], model_version=str(manifest["version"]),
+        frames=int(manifest["frames"]), height=int(manifest["height"]), width=int(manifest["width"]),
+        dimensions=tuple(manifest.get("dimensions", DIMENSIONS)),
+        criteria=tuple(manifest.get("criteria", ())),
+        criterion_dimension=tuple(manifest.get("criterion_dimension", ())),
+        checkpoint=f"{name}@{sha}" if sha else "untrained-random-init",
+        trained=bool(manifest.get("trained", False)), antisymmetric=True)

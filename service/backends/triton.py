@@ -1,0 +1,310 @@
+"""Triton backend: the gateway scores through a Triton Inference Server over gRPC (asyncio, binary tensors).
+
+Why it looks like this:
+- The contract (T, H, W, criteria, model id/version, checkpoint) is *discovered* from Triton's model config
+  in ``start()``; nothing about the model is duplicated in gateway code, so a redeployed model cannot
+  silently disagree with what the gateway samples. When the model comes back after an outage, ``ready()``
+  discovers it again (a redeployed version changes the contract and therefore the cache keys).
+- Pairs are sent as frames_a/frames_b chunks of at most max_batch_size, concurrently, so Triton's dynamic
+  batcher (not the gateway) forms the GPU batches across all requests.
+- Retries only on transient gRPC codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with a short backoff; a timed-out
+  call is not retried (it would add load exactly when the server is slow). Failures become
+  BackendUnavailable (503 + Retry-After) / BackendTimeout (504) / BackendError (502).
+- Optional system shared memory when gateway and Triton share a host: inputs/outputs travel through
+  /dev/shm regions from a small pool instead of the gRPC payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+
+import numpy as np
+
+from service import errors
+from service.config import Settings
+from service.contract import DIMENSIONS, ModelContract, PairLogits
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"}
+INPUTS = ("frames_a", "frames_b")
+OUTPUTS = ("dimension_logits", "criterion_logits")  # criterion_logits optional (AesRM-Base has none)
+MAX_MSG = 2**31 - 1
+
+
+def contract_from_config(cfg: dict) -> tuple[ModelContract, int]:
+    """ModelContract + max_batch_size from a Triton model config (as_json) -- the single source of truth."""
+    ins = {i["name"]: i for i in cfg.get("input", [])}
+    outs = {o["name"]: o for o in cfg.get("output", [])}
+    missing = [n for n in INPUTS if n not in ins] + [n for n in OUTPUTS[:1] if n not in outs]
+    if missing:
+        raise errors.BackendError(f"Triton model {cfg.get('name')} lacks tensors {missing}")
+    dims = [int(d) for d in ins["frames_a"]["dims"]]
+    if len(dims) != 4 or dims[3] != 3 or min(dims) <= 0:
+        raise errors.BackendError(f"frames_a dims {dims}: need fixed [T,H,W,3]")
+    p = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    criteria = tuple(c for c in p.get("criteria", "").split(",") if c)
+    n_crit = [int(d) for d in outs["criterion_logits"]["dims"]] if "criterion_logits" in outs else [0]
+    if n_crit != [len(criteria)]:
+        raise errors.BackendError(f"criterion_logits dims {n_crit} but {len(criteria)} criteria in parameters")
+    trained = p.get("trained", "false").lower() == "true"
+    sha = p.get("checkpoint_sha256", "")[:12]
+    ckpt = os.path.basename(p.get("checkpoint", "")) or p.get("model_id", cfg.get("name", "model"))
+    contract = ModelContract(
+        model_id=p.get("model_id", cfg.get("name", "")), model_version=p.get("model_version", ""),
+        frames=dims[0], height=dims[1], width=dims[2],
+        dimensions=tuple(d for d in p.get("dimensions", ",".join(DIMENSIONS)).split(",") if d),
+        criteria=criteria, criterion_dimension=tuple(c for c in p.get("criterion_dimension", "").split(",") if c),
+        checkpoint=f"{ckpt}@{sha}" if (trained and sha) else ("untrained-random-init" if not trained else ckpt),
+        trained=trained, antisymmetric=p.get("antisymmetric", "false").lower() == "true")
+    return contract, int(cfg.get("max_batch_size", 0))
+
+
+class _ShmPool:
+    """Fixed-size system shared-memory regions (one per in-flight chunk), registered with Triton.
+
+    Registrations vanish when Triton restarts, so ``invalidate()`` marks them for re-registration.
+    """
+
+    def __init__(self, rows: int, frame_bytes: int, n_crit: int, size: int) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        self._shm, self.rows = shm, rows
+        self.in_bytes, self.dim_bytes, self.crit_bytes = rows * frame_bytes, rows * 3 * 4, rows * max(n_crit, 1) * 4
+        self.byte_size = 2 * self.in_bytes + self.dim_bytes + self.crit_bytes
+        self._free: asyncio.Queue = asyncio.Queue()
+        self.regions: list[tuple[str, object]] = []
+        for _ in range(size):
+            name = f"aesrm_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            handle = shm.create_shared_memory_region(name, "/" + name, self.byte_size)
+            self.regions.append((name, handle))
+            self._free.put_nowait((name, handle))
+        self.registered = False
+
+    async def register(self, client) -> None:
+        for name, _ in self.regions:
+            await client.unregister_system_shared_memory(name)
+            await client.register_system_shared_memory(name, "/" + name, self.byte_size)
+        self.registered = True
+
+    def invalidate(self) -> None:
+        self.registered = False
+
+    async def acquire(self):
+        return await self._free.get()
+
+    def release(self, region) -> None:
+        self._free.put_nowait(region)
+
+    def destroy(self) -> None:
+        for _, handle in self.regions:
+            try:
+                self._shm.destroy_shared_memory_region(handle)
+            except Exception:  # noqa: BLE001
+                pass
+        self.regions = []
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self._s, self._metrics = settings, metrics
+        self._client = None
+        self._contract: ModelContract | None = None
+        self._max_batch = 1
+        self._shm: _ShmPool | None = None
+        self._shm_lock = asyncio.Lock()
+        self._sem = asyncio.Semaphore(max(1, settings.queue_size))
+        self._was_ready = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def _new_client(self):
+        from tritonclient.grpc import aio as grpcclient
+
+        # Reconnect quickly after a Triton restart (gRPC's default backoff grows to 120 s).
+        args = [("grpc.max_send_message_length", MAX_MSG), ("grpc.max_receive_message_length", MAX_MSG),
+                ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.keepalive_time_ms", 30000),
+                ("grpc.keepalive_timeout_ms", 10000)]
+        return grpcclient.InferenceServerClient(self._s.triton_url, channel_args=args)
+
+    async def start(self) -> None:
+        """Connect and discover the contract; raises BackendUnavailable until the model is ready."""
+        if self._client is None:
+            self._client = self._new_client()
+        t = self._s.triton_timeout_s
+        try:
+            if not await self._client.is_model_ready(self._s.triton_model, self._s.triton_model_version,
+                                                     client_timeout=t):
+                raise errors.BackendUnavailable(f"Triton model {self._s.triton_model} not ready")
+            resp = await self._client.get_model_config(self._s.triton_model, self._s.triton_model_version,
+                                                       as_json=True, client_timeout=t)
+        except errors.ServiceError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise errors.BackendUnavailable(f"Triton at {self._s.triton_url}: {_msg(exc)}", retry_after_s=2.0) from None
+        contract, max_batch = contract_from_config(resp["config"])
+        if self._contract is not None and contract != self._contract:
+            log.warning("Triton model contract changed: %s -> %s", self._contract, contract)
+        self._contract, self._max_batch = contract, max(1, max_batch)
+        self._was_ready = True
+        if self._s.triton_shared_memory and self._shm is None:
+            c = self._contract
+            self._shm = _ShmPool(self._max_batch, c.frames * c.height * c.width * 3, len(c.criteria),
+                                 size=min(8, self._s.queue_size))
+            await self._shm.register(self._client)
+        log.info("triton backend: %s v%s (%s) T=%d H=%d W=%d max_batch=%d shm=%s", self._contract.model_id,
+                 self._contract.model_version, self._contract.checkpoint, self._contract.frames,
+                 self._contract.height, self._contract.width, self._max_batch, self._shm is not None)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            if self._shm is not None:
+                for name, _ in self._shm.regions:
+                    try:
+                        await self._client.unregister_system_shared_memory(name, client_timeout=1.0)
+                    except Exception:  # noqa: BLE001 - server may be gone
+                        pass
+            await self._client.close()
+            self._client = None
+        if self._shm is not None:
+            self._shm.destroy()
+            self._shm = None
+
+    def contract(self) -> ModelContract:
+        if self._contract is None:
+            raise errors.BackendUnavailable("Triton model contract not discovered yet")
+        return self._contract
+
+    async def ready(self) -> bool:
+        """Ready = Triton live and *this* model ready (a loading/unloaded model is not ready)."""
+        if self._client is None or self._contract is None:
+            return False
+        try:
+            ok = bool(await self._client.is_server_live(client_timeout=1.0)) and bool(
+                await self._client.is_model_ready(self._s.triton_model, self._s.triton_model_version,
+                                                  client_timeout=1.0))
+            if ok and not self._was_ready:  # back after an outage: the model may have been redeployed
+                if self._shm is not None:
+                    self._shm.invalidate()  # and a restarted server forgot our regions
+                await self.start()
+            self._was_ready = ok
+            return ok
+        except Exception:  # noqa: BLE001
+            self._was_ready = False
+            return False
+
+    # ---- scoring -----------------------------------------------------------------------------------------
+    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+        c = self.contract()
+        if videos.shape[1:] != (c.frames, c.height, c.width, 3) or videos.dtype != np.uint8:
+            raise errors.BackendError(f"videos {videos.shape} {videos.dtype} do not match the model contract")
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        t0 = time.perf_counter()
+        chunks = [pairs[i:i + self._max_batch] for i in range(0, len(pairs), self._max_batch)]
+        results = await asyncio.gather(*(self._infer_chunk(videos, ch) for ch in chunks))
+        dim = np.concatenate([r[0] for r in results])
+        crit = np.concatenate([r[1] for r in results]) if c.criteria else None
+        ms = (time.perf_counter() - t0) * 1000
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(videos))
+            self._metrics.batch_pairs.observe(len(pairs))
+        return PairLogits(dim, crit, extra={"inference_ms": ms, "queue_ms": 0.0})
+
+    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fa = np.ascontiguousarray(videos[rows[:, 0]])
+        fb = np.ascontiguousarray(videos[rows[:, 1]])
+        async with self._sem:
+            delay, retries, reregistered = 0.05, 0, False
+            while True:
+                try:
+                    if self._shm is not None:
+                        return await self._infer_shm(fa, fb)
+                    return await self._infer_grpc(fa, fb)
+                except errors.ServiceError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    status = _status(exc)
+                    if self._shm is not None and status == "StatusCode.UNAVAILABLE":
+                        self._shm.invalidate()  # a restarted Triton forgets our regions
+                    if self._shm is not None and not reregistered and "shared memory" in _msg(exc).lower():
+                        self._shm.invalidate()  # restarted while we were idle: register again, once
+                        reregistered = True
+                        continue
+                    if status in TRANSIENT and retries < self._s.triton_retries:
+                        retries += 1
+                        await asyncio.sleep(delay)
+                        delay *= 2
+                        continue
+                    raise _map_error(exc, self._s.triton_url) from None
+
+    def _inputs(self, fa: np.ndarray, fb: np.ndarray):
+        from tritonclient.grpc import InferInput, InferRequestedOutput
+
+        ins = []
+        for name, arr in zip(INPUTS, (fa, fb)):
+            i = InferInput(name, list(arr.shape), "UINT8")
+            ins.append(i)
+        return ins, [InferRequestedOutput(n) for n in OUTPUTS[:2 if self.contract().criteria else 1]]
+
+    async def _infer_grpc(self, fa: np.ndarray, fb: np.ndarray):
+        ins, outs = self._inputs(fa, fb)
+        ins[0].set_data_from_numpy(fa)
+        ins[1].set_data_from_numpy(fb)
+        res = await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
+                                       outputs=outs, client_timeout=self._s.triton_timeout_s)
+        crit = res.as_numpy("criterion_logits") if len(outs) > 1 else None
+        return res.as_numpy("dimension_logits").astype(np.float32), None if crit is None else crit.astype(np.float32)
+
+    async def _infer_shm(self, fa: np.ndarray, fb: np.ndarray):
+        pool = self._shm
+        if not pool.registered:
+            async with self._shm_lock:
+                if not pool.registered:
+                    await pool.register(self._client)
+        region = await pool.acquire()
+        try:
+            name, handle = region
+            n, c = len(fa), max(len(self.contract().criteria), 1)
+            pool._shm.set_shared_memory_region(handle, [fa], offset=0)
+            pool._shm.set_shared_memory_region(handle, [fb], offset=pool.in_bytes)
+            ins, outs = self._inputs(fa, fb)
+            ins[0].set_shared_memory(name, fa.nbytes, offset=0)
+            ins[1].set_shared_memory(name, fb.nbytes, offset=pool.in_bytes)
+            d_off, c_off = 2 * pool.in_bytes, 2 * pool.in_bytes + pool.dim_bytes
+            outs[0].set_shared_memory(name, n * 3 * 4, offset=d_off)
+            if len(outs) > 1:
+                outs[1].set_shared_memory(name, n * c * 4, offset=c_off)
+            await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
+                                     outputs=outs, client_timeout=self._s.triton_timeout_s)
+            dim = pool._shm.get_contents_as_numpy(handle, np.float32, [n, 3], offset=d_off).copy()
+            crit = pool._shm.get_contents_as_numpy(handle, np.float32, [n, c], offset=c_off).copy() \
+                if len(outs) > 1 else None
+            return dim, crit
+        finally:
+            pool.release(region)
+
+
+def _status(exc: Exception) -> str:
+    st = getattr(exc, "status", None)
+    return str(st() if callable(st) else st or "")
+
+
+def _msg(exc: Exception) -> str:
+    m = getattr(exc, "message", None)
+    return str(m() if callable(m) else exc)
+
+
+def _map_error(exc: Exception, url: str) -> errors.ServiceError:
+    status, msg = _status(exc), _msg(exc)
+    if status == "StatusCode.DEADLINE_EXCEEDED":
+        return errors.BackendTimeout(f"Triton did not answer in time: {msg}", retry_after_s=1.0)
+    if status in TRANSIENT or status == "StatusCode.CANCELLED" or "not ready" in msg or "unavailable" in msg.lower():
+        return errors.BackendUnavailable(f"Triton at {url} unavailable: {msg}", retry_after_s=2.0)
+    return errors.BackendError(f"Triton error {status}: {msg}")

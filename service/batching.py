@@ -1,0 +1,136 @@
+"""Micro-batching for in-process inference: concurrent requests share one forward pass.
+
+A request is (videos [V,T,H,W,3], pairs [P,2]). The batcher takes the first waiting request, waits at most
+`max_wait_ms` for more until `max_videos` is reached, concatenates them (offsetting pair indices), runs one
+forward on a dedicated inference thread and hands each request its slice. The queue is bounded: when it is
+full the request is refused at once (429) instead of growing latency without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import errors
+from service.contract import PairLogits
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray, np.ndarray], PairLogits]
+
+
+@dataclass
+class _Job:
+    videos: np.ndarray
+    pairs: np.ndarray
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    def __init__(self, run: RunBatch, *, max_videos: int, max_wait_ms: float, queue_size: int,
+                 metrics: Metrics) -> None:
+        self._run = run
+        self._max_videos, self._max_wait = max_videos, max_wait_ms / 1000.0
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        self._metrics = metrics
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._task: asyncio.Task | None = None
+        self._carry: _Job | None = None  # a job that did not fit the last batch; runs next, keeping FIFO
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(errors.BackendUnavailable("backend shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+        if not self.running:
+            raise errors.BackendUnavailable("inference loop is not running")
+        job = _Job(videos, pairs, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise errors.Overloaded("inference queue is full", retry_after_s=1.0) from None
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return await job.future
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [await self._queue.get()]
+        total = len(jobs[0].videos)
+        deadline = time.perf_counter() + self._max_wait
+        while total < self._max_videos:
+            try:
+                job = self._queue.get_nowait() if self._max_wait == 0 else await asyncio.wait_for(
+                    self._queue.get(), max(0.0, deadline - time.perf_counter()))
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            if total + len(job.videos) > self._max_videos:
+                self._carry = job
+                break
+            jobs.append(job)
+            total += len(job.videos)
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return [j for j in jobs if not j.future.cancelled()]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._carry is not None:
+                jobs, self._carry = [self._carry], None
+            else:
+                jobs = await self._collect()
+            if not jobs:
+                continue
+            started = time.perf_counter()
+            for job in jobs:
+                self._metrics.stage("queue", started - job.enqueued)
+            videos, pairs, splits = _concat(jobs)
+            self._metrics.batch_size.observe(len(videos))
+            self._metrics.batch_pairs.observe(len(pairs))
+            try:
+                out = await loop.run_in_executor(self._executor, self._run, videos, pairs)
+            except Exception as exc:  # one bad batch must not kill the loop
+                log.exception("inference failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(errors.BackendError(f"inference failed: {type(exc).__name__}"))
+                continue
+            elapsed = time.perf_counter() - started
+            self._metrics.stage("inference", elapsed)
+            for job, (lo, hi) in zip(jobs, splits):
+                if not job.future.done():
+                    crit = None if out.criteria is None else out.criteria[lo:hi]
+                    job.future.set_result(PairLogits(out.dimension[lo:hi], crit, {
+                        "queue_ms": (started - job.enqueued) * 1000, "inference_ms": elapsed * 1000,
+                        "batch_videos": len(videos)}))
+
+
+def _concat(jobs: list[_Job]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    videos, pairs, splits = [], [], []
+    v_off = p_off = 0
+    for job in jobs:
+        videos.append(job.videos)
+        pairs.append(job.pairs + v_off)
+        splits.append((p_off, p_off + len(job.pairs)))
+        v_off += len(job.videos)
+        p_off += len(job.pairs)
+    return np.concatenate(videos), np.concatenate(pairs), splits

@@ -1,0 +1,84 @@
+"""One settings model for the whole service; every field is an env var with the AESRM_ prefix.
+
+Example: AESRM_BACKEND=triton AESRM_TRITON_URL=triton:8001 AESRM_REDIS_URL=redis://redis:6379/0
+List fields take JSON: AESRM_ALLOWED_ROOTS='["/mnt/renders"]'.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AESRM_", env_file=None, extra="ignore")
+
+    # --- server ---
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # --- backend ---
+    backend: Literal["embedded", "triton"] = "embedded"
+    checkpoint: str | None = Field(None, description="Embedded backend weights; None = shipped default.")
+    allow_untrained: bool = Field(False, description="Serve a random-init proxy if no checkpoint (tests only).")
+    torch_threads: int = Field(2, ge=1, description="Intra-op threads for embedded inference.")
+    max_batch_videos: int = Field(64, ge=1, description="Micro-batch: most distinct videos per forward.")
+    max_batch_wait_ms: float = Field(2.0, ge=0, description="Micro-batch: how long to wait for company.")
+    queue_size: int = Field(64, ge=1, description="Bounded backend queue (requests); full -> 429.")
+    inference_timeout_s: float = Field(30.0, gt=0)
+
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
+    triton_model: str = "aesrm_proxy"
+    triton_model_version: str = ""
+    triton_timeout_s: float = Field(10.0, gt=0)
+    triton_retries: int = Field(2, ge=0, description="Retries on transient gRPC errors only.")
+    triton_shared_memory: bool = Field(False, description="Use system shared memory (co-located only).")
+
+    # --- ingest limits ---
+    max_video_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_duration_s: float = Field(120.0, gt=0)
+    max_pixels: int = Field(3840 * 2160, ge=1, description="Width x height of the source video.")
+    max_frames: int = Field(20_000, ge=1, description="Most frames a source may declare/contain.")
+    max_group_size: int = Field(32, ge=2)
+    allowed_roots: list[str] = Field(default_factory=list, description="Dirs path inputs may come from.")
+    decode_workers: int = Field(4, ge=1, description="Bounded PyAV decode thread pool.")
+
+    # --- scoring ---
+    both_orders: bool = Field(True, description="Ask each pair as (A,B) and (B,A) by default.")
+    dimension_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    # --- cache ---
+    redis_url: str | None = Field(None, description="redis://...; None = in-process LRU.")
+    cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    lru_size: int = Field(50_000, ge=1)
+    redis_timeout_s: float = Field(0.25, gt=0, description="Per-command timeout; slow Redis = bypass.")
+    redis_retry_after_s: float = Field(2.0, ge=0, description="After a Redis failure, bypass this long.")
+
+    # --- explanations (slow route, own pool) ---
+    explain_backend: Literal["proxy", "triton"] = Field("proxy", description="proxy heads or Triton CoT model.")
+    explain_triton_model: str = "aesrm_cot"
+    explain_workers: int = Field(1, ge=1, description="Concurrent explanation jobs.")
+    explain_queue_size: int = Field(16, ge=1, description="Waiting explanation jobs; full -> 429.")
+    explain_timeout_s: float = Field(120.0, gt=0, description="Per job run-time limit.")
+    explain_job_ttl_s: int = Field(3600, ge=1, description="How long job state and results are kept.")
+
+    # --- security and admission ---
+    api_key_hashes: list[str] = Field(default_factory=list,
+                                      description="sha256 hex of accepted bearer keys; empty = auth off.")
+    auth_metrics: bool = Field(False, description="Require a key for /metrics too.")
+    auth_health: bool = Field(False, description="Require a key for /health/* too.")
+    rate_limit_per_minute: int = Field(0, ge=0, description="Per-key requests/minute (Redis); 0 = off.")
+    max_in_flight: int = Field(256, ge=1, description="Scoring requests in progress; above -> 429.")
+    url_ingest: bool = Field(False, description="Allow {'url': ...} inputs (SSRF-guarded).")
+    url_allowlist: list[str] = Field(default_factory=list,
+                                     description="CIDRs/hosts allowed even if private (e.g. a CDN).")
+    url_timeout_s: float = Field(15.0, gt=0)
+    url_max_redirects: int = Field(3, ge=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,69 @@
+"""The model contract and the scorer-backend Protocol.
+
+Every backend (embedded PyTorch, Triton, a user's AesRM-Base) answers the same question: for pairs of
+sampled videos, what are the per-dimension preference logits (positive = A preferred)? The HTTP layer
+and the scoring pipeline only ever see this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+DIMENSIONS: tuple[str, ...] = ("VA", "VF", "VP")
+"""Visual Aesthetics, Visual Fidelity, Visual Plausibility - the order of the logits axis."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What a backend's model expects and returns; read from the backend, never duplicated."""
+
+    model_id: str
+    model_version: str
+    frames: int  # T
+    height: int  # H
+    width: int  # W
+    dimensions: tuple[str, ...] = DIMENSIONS
+    criteria: tuple[str, ...] = ()  # fine-grained criterion names, order of criterion logits
+    criterion_dimension: tuple[str, ...] = ()  # dimension each criterion belongs to
+    checkpoint: str = ""  # which weights produced the scores (file name + sha prefix)
+    trained: bool = True  # False: architecture with untrained weights, never a real score
+    antisymmetric: bool = False  # True when swapping A and B flips the logits exactly
+
+    @property
+    def sampling_key(self) -> str:
+        """Part of every cache key: results depend on how frames were sampled."""
+        return f"T{self.frames}xH{self.height}xW{self.width}"
+
+
+@dataclass
+class PairLogits:
+    """Backend output for P pairs: dimension logits [P, 3] and optional criterion logits [P, C]."""
+
+    dimension: np.ndarray
+    criteria: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class ScorerBackend(Protocol):
+    """A preference model behind the gateway.
+
+    ``score`` takes the distinct videos of a request once ([V, T, H, W, 3] uint8) and the pairs to compare
+    as index rows [P, 2] (row = (a, b)); backends that can encode each video once (the embedded proxy) do,
+    the others gather frames_a/frames_b per pair.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def contract(self) -> ModelContract: ...
+
+    async def ready(self) -> bool: ...
+
+    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits: ...

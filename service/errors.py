@@ -1,0 +1,104 @@
+"""Typed errors: each carries a machine-readable code and its HTTP status; mapped to responses in one place.
+
+Bad input is always a 4xx with a code; capacity/back-end trouble is 429/503/504 with Retry-After.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ServiceError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, item: str | int | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.item = item
+        self.retry_after_s = retry_after_s
+
+    def payload(self) -> dict:
+        body: dict = {"code": self.code, "message": self.message}
+        if self.item is not None:
+            body["item"] = self.item
+        return body
+
+
+def _error(name: str, status: int, code: str, doc: str) -> type[ServiceError]:
+    return type(name, (ServiceError,), {"status": status, "code": code, "__doc__": doc})
+
+
+# --- input (4xx) ---
+InvalidRequest = _error("InvalidRequest", 422, "invalid_request", "Body does not match the schema.")
+VideoTooLarge = _error("VideoTooLarge", 413, "video_too_large", "More bytes than max_video_bytes.")
+VideoEmpty = _error("VideoEmpty", 400, "video_empty", "Zero-length input.")
+VideoUndecodable = _error("VideoUndecodable", 422, "video_undecodable", "Not a decodable video.")
+NoVideoStream = _error("NoVideoStream", 422, "no_video_stream", "Container without a video stream.")
+VideoTooLong = _error("VideoTooLong", 422, "video_too_long", "Duration above max_duration_s.")
+VideoTooManyPixels = _error("VideoTooManyPixels", 422, "video_too_many_pixels", "Frame above max_pixels.")
+VideoTooManyFrames = _error("VideoTooManyFrames", 422, "video_too_many_frames", "Frame count above max_frames.")
+InvalidTensor = _error("InvalidTensor", 422, "invalid_tensor", "Raw .npy frames not uint8 [T,H,W,3].")
+PathNotAllowed = _error("PathNotAllowed", 403, "path_not_allowed", "Path outside allowed_roots.")
+PathNotFound = _error("PathNotFound", 404, "path_not_found", "Allowed path that does not exist.")
+UnsupportedSource = _error("UnsupportedSource", 422, "unsupported_source", "Input kind not enabled.")
+GroupSize = _error("GroupSize", 422, "group_size", "Group size out of the allowed range.")
+NotEnoughValid = _error("NotEnoughValid", 422, "not_enough_valid_videos", "Too few decodable videos.")
+Unauthorized = _error("Unauthorized", 401, "unauthorized", "Missing or unknown API key.")
+RateLimited = _error("RateLimited", 429, "rate_limited", "Per-key rate limit exceeded.")
+JobNotFound = _error("JobNotFound", 404, "job_not_found", "Unknown or expired job id.")
+JobNotCancellable = _error("JobNotCancellable", 409, "job_not_cancellable", "Job already finished.")
+UrlNotAllowed = _error("UrlNotAllowed", 403, "url_not_allowed", "URL scheme/host/address refused (SSRF guard).")
+UrlFetchFailed = _error("UrlFetchFailed", 422, "url_fetch_failed", "URL could not be fetched (status, timeout).")
+
+# --- capacity / backend (429 / 5xx with Retry-After) ---
+Overloaded = _error("Overloaded", 429, "overloaded", "Admission queue full; retry later.")
+BackendUnavailable = _error("BackendUnavailable", 503, "backend_unavailable", "Scoring backend down.")
+BackendTimeout = _error("BackendTimeout", 504, "backend_timeout", "Scoring backend too slow.")
+BackendError = _error("BackendError", 502, "backend_error", "Backend answered with an error.")
+
+_RETRYABLE_DEFAULT = {429: 1.0, 503: 2.0, 504: 1.0}
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    headers = {}
+    retry = exc.retry_after_s if exc.retry_after_s is not None else _RETRYABLE_DEFAULT.get(exc.status)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, round(retry)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="aesrm"'
+    return JSONResponse({"error": exc.payload()}, status_code=exc.status, headers=headers)
+
+
+def install_handlers(app: FastAPI, on_error=None) -> None:
+    """Every error leaves the service through here, so codes and metrics stay consistent."""
+
+    def note(code: str) -> None:
+        if on_error is not None:
+            on_error(code)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        note(exc.code)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        note("invalid_request")
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        body = {"error": {"code": "invalid_request", "message": "request does not match schema", "details": details}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        note(code)
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        note("internal")
+        return JSONResponse({"error": {"code": "internal", "message": type(exc).__name__}}, status_code=500)

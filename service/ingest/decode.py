@@ -1,0 +1,219 @@
+"""Sparse frame sampling with PyAV: cost scales with the number of sampled frames, not the clip length.
+
+For each of T uniform target times we seek to the keyframe at or before it and decode forward to the
+target; when no keyframe lies between the current position and the next target (known from the container
+index), we decode on instead of seeking, so no frame is decoded twice. Cost is about T x GOP frames at
+most, independent of clip length.
+Limits (bytes, pixels, duration, frames) are enforced before and while decoding, so a hostile file can't
+make us decode forever. Rotation metadata is applied; variable frame rate is handled by using pts times.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from service import errors
+from service.ingest.frames import fit_size, letterbox
+
+log = logging.getLogger(__name__)
+
+# Demuxers that hold still images: a picture is not a video to judge for temporal quality.
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe", "image2pipe"}
+# Keep decoding forward (instead of seeking) when the next target is this close.
+_SEEK_GAP_S = 0.5
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int
+    max_duration_s: float
+    max_frames: int
+
+
+@dataclass
+class DecodeStats:
+    codec: str = ""
+    width: int = 0
+    height: int = 0
+    duration_s: float = 0.0
+    rotation: int = 0
+    frames_decoded: int = 0
+    seeks: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def decode_sample(
+    source: bytes | Path, frames: int, width: int, height: int, limits: DecodeLimits, item=None
+) -> tuple[np.ndarray, DecodeStats]:
+    """Decode `frames` uniformly spaced frames of `source`, fitted to [frames, height, width, 3] uint8."""
+    started = time.perf_counter()
+    stats = DecodeStats()
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
+                            metadata_errors="ignore")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise errors.VideoUndecodable(f"cannot open container: {_short(exc)}", item=item) from exc
+    try:
+        with container:
+            out = _sample(container, frames, width, height, limits, stats, item)
+    except errors.ServiceError:
+        raise
+    except Exception as exc:  # hostile-input boundary: whatever FFmpeg trips on is the input's fault
+        log.info("decode failed for item %s", item, exc_info=True)
+        raise errors.VideoUndecodable(f"decode failed: {_short(exc)}", item=item) from exc
+    stats.seconds = time.perf_counter() - started
+    return out, stats
+
+
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray:
+    if container.format.name in _IMAGE_FORMATS or (container.format.name or "").endswith("_pipe"):
+        raise errors.VideoUndecodable(f"'{container.format.name}' is a still image, not a video", item=item)
+    if not container.streams.video:
+        raise errors.NoVideoStream("container has no video stream", item=item)
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    stats.codec, stats.width, stats.height = ctx.name, ctx.width or 0, ctx.height or 0
+    if stats.width * stats.height > limits.max_pixels:
+        raise errors.VideoTooManyPixels(
+            f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
+    if stream.frames and stream.frames > limits.max_frames:
+        raise errors.VideoTooManyFrames(f"{stream.frames} frames > max_frames={limits.max_frames}", item=item)
+    stream.thread_type = "SLICE"  # frame threading adds a pipeline refill after every seek
+
+    tb = float(stream.time_base) if stream.time_base else None
+    start = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0
+    duration = _duration(container, stream, tb)
+    if duration is None:  # not declared: learn it from packet timestamps (demux only, no decode)
+        duration = _scan_duration(container, stream, tb, start, limits, item)
+        container.seek(0)
+    stats.duration_s = duration
+    if duration > limits.max_duration_s:
+        raise errors.VideoTooLong(f"{duration:.1f}s > max_duration_s={limits.max_duration_s}", item=item)
+
+    targets = [start + (k + 0.5) * duration / frames for k in range(frames)]
+    picked = _pick_frames(container, stream, tb, targets, limits, stats, item)
+    if not picked:
+        raise errors.VideoUndecodable("no frame could be decoded", item=item)
+    return np.stack([_fit(f, width, height, stats) for f in picked])
+
+
+def _duration(container, stream, tb) -> float | None:
+    if stream.duration and tb:
+        return float(stream.duration * tb)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+def _scan_duration(container, stream, tb, start, limits, item) -> float:
+    last, count = start, 0
+    for packet in container.demux(stream):
+        if packet.pts is not None and tb:
+            last = max(last, float(packet.pts * tb) + float((packet.duration or 0) * tb))
+        count += 1
+        if count > limits.max_frames:
+            raise errors.VideoTooManyFrames(f"more than max_frames={limits.max_frames} packets", item=item)
+        if last - start > limits.max_duration_s:
+            raise errors.VideoTooLong(f"longer than max_duration_s={limits.max_duration_s}", item=item)
+    if count == 0:
+        raise errors.VideoUndecodable("no video packets", item=item)
+    return max(last - start, 1e-3)
+
+
+def _frame_time(frame, tb) -> float | None:
+    if frame.pts is None or not tb:
+        return None
+    return float(frame.pts * tb)
+
+
+def _keyframe_times(stream, tb) -> list[float] | None:
+    """Keyframe times from the container index (MP4/MOV have it up front); None when unknown."""
+    try:
+        entries = stream.index_entries
+        if entries is None or len(entries) < 2 or not tb:
+            return None
+        return sorted(float(e.timestamp * tb) for e in entries if e.is_keyframe)
+    except (AttributeError, av.FFmpegError):
+        return None
+
+
+def _should_seek(keyframes: list[float] | None, current_t: float, target: float) -> bool:
+    """Seek only when it saves work: a keyframe lies between where we are and the target. Without an
+    index, seek when the target is more than _SEEK_GAP_S ahead."""
+    if keyframes is None:
+        return target - current_t > _SEEK_GAP_S
+    k = bisect.bisect_right(keyframes, target) - 1  # last keyframe at or before the target
+    return k >= 0 and keyframes[k] > current_t + 1e-6
+
+
+def _pick_frames(container, stream, tb, targets, limits, stats, item) -> list:
+    """For each target time, the first decoded frame at or after it (or the last frame of the clip)."""
+    picked: list = []
+    decoder = None
+    current = None  # last decoded frame
+    current_t = -float("inf")
+    keyframes = _keyframe_times(stream, tb)
+    for target in targets:
+        if decoder is None or _should_seek(keyframes, current_t, target):
+            decoder = _seek_decoder(container, stream, tb, target, stats)
+            current, current_t = None, -float("inf")
+        while current is None or current_t < target - 1e-6:
+            frame = next(decoder, None)
+            if frame is None:
+                break
+            stats.frames_decoded += 1
+            if stats.frames_decoded > limits.max_frames:
+                raise errors.VideoTooManyFrames(f"decoded more than max_frames={limits.max_frames}", item=item)
+            current = frame
+            t = _frame_time(frame, tb)
+            current_t = t if t is not None else current_t + 1e-3
+        if current is None:  # seek landed past the end: fall back to the previous pick
+            if picked:
+                picked.append(picked[-1])
+            continue
+        picked.append(current)
+    return picked
+
+
+def _seek_decoder(container, stream, tb, target, stats):
+    if tb and target > 0:
+        try:
+            container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
+            stats.seeks += 1
+        except av.FFmpegError:
+            container.seek(0)
+    else:
+        container.seek(0)
+    return _decode_iter(container, stream)
+
+
+def _decode_iter(container, stream):
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            yield frame
+
+
+def _fit(frame: av.VideoFrame, width: int, height: int, stats: DecodeStats) -> np.ndarray:
+    """Apply display rotation, then letterbox to the model input (the resizer of service.ingest.frames)."""
+    rotation = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+    stats.rotation = rotation * 90
+    src_w, src_h = (frame.height, frame.width) if rotation % 2 else (frame.width, frame.height)
+    w, h = fit_size(src_w, src_h, width, height)
+    rw, rh = (h, w) if rotation % 2 else (w, h)  # resize in stored orientation, then rotate
+    rgb = frame.reformat(width=rw, height=rh, format="rgb24", interpolation="AREA").to_ndarray()
+    if rotation:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation))
+    return letterbox(rgb, width, height)

@@ -1,0 +1,110 @@
+"""Fetch and validate one input: upload bytes, base64, an allowed local path, or a raw .npy frame tensor.
+
+Everything becomes bytes plus a content hash before anything is decoded, so the cache can answer on the
+hash alone and a cached video is never decoded again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service import errors
+from service.ingest.frames import fit_array, uniform_indices
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class LoadedInput:
+    data: bytes
+    digest: str  # blake2b-128 of the bytes: the identity used in cache keys and dedup
+    origin: str  # "upload" | "base64" | "path" | "url"
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.data[:6] == NPY_MAGIC
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def from_bytes(data: bytes, max_bytes: int, origin: str = "upload", item=None) -> LoadedInput:
+    if not data:
+        raise errors.VideoEmpty("input is empty", item=item)
+    if len(data) > max_bytes:
+        raise errors.VideoTooLarge(f"{len(data)} bytes > max_video_bytes={max_bytes}", item=item)
+    return LoadedInput(data=data, digest=content_digest(data), origin=origin)
+
+
+def from_base64(text: str, max_bytes: int, item=None) -> LoadedInput:
+    if len(text) > (max_bytes * 4) // 3 + 8:
+        raise errors.VideoTooLarge(f"base64 payload exceeds max_video_bytes={max_bytes}", item=item)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise errors.InvalidRequest("base64 field is not valid base64", item=item) from exc
+    return from_bytes(data, max_bytes, origin="base64", item=item)
+
+
+def resolve_allowed(path: str, roots: list[str], item=None) -> Path:
+    """Real path of `path` if it lies inside one of `roots` (symlinks and '..' resolved first)."""
+    if not roots:
+        raise errors.UnsupportedSource("path inputs are disabled (set AESRM_ALLOWED_ROOTS)", item=item)
+    if "\x00" in path:
+        raise errors.PathNotAllowed("path contains a NUL byte", item=item)
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        root_real = Path(os.path.realpath(root))
+        if real == root_real or root_real in real.parents:
+            return real
+    raise errors.PathNotAllowed("path is outside the allowed roots", item=item)
+
+
+def from_path(path: str, roots: list[str], max_bytes: int, item=None) -> LoadedInput:
+    real = resolve_allowed(path, roots, item)
+    try:
+        size = real.stat().st_size
+        if not real.is_file():
+            raise errors.PathNotFound("path is not a regular file", item=item)
+        if size > max_bytes:
+            raise errors.VideoTooLarge(f"{size} bytes > max_video_bytes={max_bytes}", item=item)
+        data = real.read_bytes()
+    except FileNotFoundError as exc:
+        raise errors.PathNotFound("no such file", item=item) from exc
+    except PermissionError as exc:
+        raise errors.PathNotAllowed("file is not readable", item=item) from exc
+    return from_bytes(data, max_bytes, origin="path", item=item)
+
+
+def tensor_sample(
+    data: bytes, frames: int, width: int, height: int, max_pixels: int, max_frames: int, item=None
+) -> np.ndarray:
+    """Raw uint8 [T, H, W, 3] .npy (no pickle) -> T' uniform frames fitted to the model input."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # malformed header, pickled object, truncated data
+        raise errors.InvalidTensor(f"not a readable .npy array: {type(exc).__name__}", item=item) from exc
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
+        raise errors.InvalidTensor(f"expected uint8 [T,H,W,3], got {array.dtype} {list(array.shape)}", item=item)
+    t, h, w, _ = array.shape
+    if h * w > max_pixels:
+        raise errors.VideoTooManyPixels(f"{w}x{h} exceeds max_pixels={max_pixels}", item=item)
+    if t > max_frames:
+        raise errors.VideoTooManyFrames(f"{t} frames > max_frames={max_frames}", item=item)
+    return fit_array(array[uniform_indices(t, frames)], width, height)
+
+
+def load_ref(ref, settings, item=None) -> LoadedInput:
+    """A JSON VideoRef -> bytes + hash (blocking: call it off the event loop)."""
+    if ref.path is not None:
+        return from_path(ref.path, settings.allowed_roots, settings.max_video_bytes, item=item)
+    return from_base64(ref.base64, settings.max_video_bytes, item=item)

@@ -1,0 +1,47 @@
+"""Prometheus metrics: one registry per app so tests and several apps in a process don't collide.
+
+Names are the dashboard/alert contract (deploy/ uses them): change them only together.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import ProcessCollector, PlatformCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.request_duration = Histogram(
+            "aesrm_request_duration_seconds", "HTTP request latency by route", ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_duration = Histogram(
+            "aesrm_stage_duration_seconds", "Pipeline stage latency", ["stage"], buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.batch_size = Histogram(
+            "aesrm_batch_size", "Distinct videos per backend forward", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_pairs = Histogram(
+            "aesrm_batch_pairs", "Pairs per backend forward", buckets=BATCH_BUCKETS, registry=r)
+        self.cache_requests = Counter(
+            "aesrm_cache_requests_total", "Cache lookups by result", ["result"], registry=r)
+        self.in_flight = Gauge("aesrm_in_flight_requests", "Requests being served", registry=r)
+        self.errors = Counter("aesrm_errors_total", "Error responses by code", ["code"], registry=r)
+        self.queue_depth = Gauge("aesrm_queue_depth", "Requests waiting for the scoring backend", registry=r)
+        self.backend_ready = Gauge("aesrm_backend_ready", "1 when backend and model are ready", registry=r)
+        self.order_disagreement = Histogram(
+            "aesrm_order_disagreement", "|P(A>B) - (1 - P(B>A))| per pair, both-order mode",
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0), registry=r)
+        self.explain_queue_depth = Gauge("aesrm_explain_queue_depth", "Explanation jobs waiting", registry=r)
+        self.explain_jobs = Counter(
+            "aesrm_explain_jobs_total", "Explanation jobs by outcome", ["outcome"], registry=r)
+        self.explain_duration = Histogram(
+            "aesrm_explain_job_duration_seconds", "Explanation job run time", buckets=LATENCY_BUCKETS,
+            registry=r)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_duration.labels(name).observe(seconds)

@@ -1,0 +1,76 @@
+"""Load / save the proxy checkpoint: a small fp32 state_dict (.pt) next to a JSON manifest.
+
+The manifest is the model's identity card (version, criteria, input size, data hash, test metrics,
+sources and licenses); the service reports its version and sha with every score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
+
+MODEL_ID = "aesrm-proxy"
+VERSION = "1.0.0"
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v1.pt"
+
+
+def manifest_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def base_manifest(config: ProxyConfig, trained: bool) -> dict:
+    return {"model_id": MODEL_ID, "version": VERSION, "trained": trained,
+            "dimensions": list(DIMENSIONS), "criteria": list(config.criteria),
+            "criterion_dimension": list(config.criterion_dimension),
+            "frames": config.frames, "height": config.height, "width": config.width,
+            "input": "uint8 RGB [B, T, H, W, 3], letterboxed by service.ingest.frames.fit_array",
+            "config": config.to_dict()}
+
+
+def save_checkpoint(model: AesRMProxy, path: str | Path, manifest: dict) -> dict:
+    """Write the state_dict and its manifest (with the checkpoint's sha256); returns the manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"config": model.config.to_dict(), "state_dict": state}, path)
+    manifest = {**base_manifest(model.config, True), **manifest,
+                "checkpoint_file": path.name, "checkpoint_sha256": sha256_file(path)}
+    manifest_path(path).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
+
+
+def load_proxy(path: str | Path | None = None, device: str = "cpu") -> tuple[AesRMProxy, dict]:
+    """The eval-mode model and its manifest; FileNotFoundError when the checkpoint is missing."""
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no proxy checkpoint at {path}")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    model = AesRMProxy(ProxyConfig.from_dict(blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    mp = manifest_path(path)
+    manifest = json.loads(mp.read_text()) if mp.is_file() else base_manifest(model.config, True)
+    manifest.setdefault("checkpoint_file", path.name)
+    manifest.setdefault("checkpoint_sha256", sha256_file(path))
+    return model.to(device).eval(), manifest
+
+
+def untrained_proxy(seed: int = 0) -> tuple[AesRMProxy, dict]:
+    """Same architecture, random init, `trained: False`: for tests / before a checkpoint exists only."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = AesRMProxy(ProxyConfig())
+    torch.random.set_rng_state(gen_state)
+    manifest = {**base_manifest(model.config, False), "version": f"{VERSION}+untrained",
+                "checkpoint_sha256": "", "data_hash": "", "metrics": {}, "seed": seed,
+                "training": {}, "sources": {}}
+    return model.eval(), manifest

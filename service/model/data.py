@@ -1,0 +1,265 @@
+"""Edit-induced preference pairs (RED-Aes style) from real photos turned into short camera-motion clips.
+
+A clip is a smooth virtual camera (pan, zoom, sub-pixel, bilinear from a pyramid level so it does not
+alias) over a real photo, rendered at a typical generator resolution (~256x144..320x240, several aspect
+ratios) and then brought to the model input with `service.ingest.frames.fit_array`, exactly as served
+video is. A group renders the SAME clip three times with one criterion's edit at increasing strengths
+(the random pattern of the edit - noise field, shake path, warp field - is shared), so the only
+difference between any two of them is "more of this defect"; the less-edited side is preferred. Sometimes a
+nuisance edit of another criterion is applied equally to both sides, so the model learns relative
+judgments rather than absolute looks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from service.ingest.frames import fit_array
+
+CRITERIA: tuple[str, ...] = (
+    "exposure", "contrast", "color_cast", "saturation", "composition_tilt",      # VA
+    "sharpness", "noise", "compression_artifacts",                              # VF
+    "temporal_flicker", "frame_stutter", "motion_jitter", "structural_warping",  # VP
+)
+CRITERION_DIMENSION: tuple[str, ...] = ("VA",) * 5 + ("VF",) * 3 + ("VP",) * 4
+T, H, W = 8, 128, 128
+CLIP_SIZES = ((320, 180), (256, 144), (288, 216), (256, 192), (240, 240), (192, 256), (180, 320), (320, 240))
+MAX_ROLL = math.radians(15.0)  # rotation margin reserved in every camera path (tilt + shake fit inside)
+RECIPE = {  # everything that shapes the data; hashed into the manifest's data_hash
+    "version": 1, "criteria": list(CRITERIA), "T": T, "H": H, "W": W, "clip_sizes": CLIP_SIZES,
+    "exposure_stops": 2.5, "contrast_low": 0.7, "contrast_high": 1.2, "cast": 0.6, "sat_low": 0.95,
+    "sat_high": 1.8, "tilt_deg": 12.0, "blur_sigma": 3.0, "noise_sigma": 0.10, "crf": [26, 51],
+    "flicker": 0.3, "stutter_max": 6, "jitter": 0.05, "warp": 0.05, "p_pristine": 0.5, "min_gap": 0.2,
+    "p_nuisance": 0.3, "nuisance_max": 0.5, "min_diff": 0.3,
+}
+GEOMETRIC = ("composition_tilt", "motion_jitter", "structural_warping")
+
+
+def _camera(src_shape, rng: np.random.Generator) -> dict:
+    """A smooth camera path (centre, crop width, base roll) that stays inside the photo at MAX_ROLL."""
+    w, h = CLIP_SIZES[rng.integers(len(CLIP_SIZES))]
+    sh, sw = src_shape[:2]
+    a = w / h
+    c, s = math.cos(MAX_ROLL), math.sin(MAX_ROLL)
+    cw_max = min(sw / (c + s / a), sh / (s + c / a)) / 1.12  # room for zoom and shake
+    cw0 = cw_max * rng.uniform(0.45, 0.85)
+    zoom = rng.uniform(-0.15, 0.15)
+    cw1 = min(cw_max, cw0 * (1 + zoom))
+    cwm = max(cw0, cw1) * 1.12
+    bw, bh = cwm * (c + s / a), cwm * (s + c / a)
+    lo, hi = np.array([bw / 2, bh / 2]), np.array([sw - bw / 2, sh - bh / 2])
+    c0 = rng.uniform(lo, np.maximum(lo, hi))
+    move = rng.normal(0, 1, 2) * cw0 * rng.uniform(0.06, 0.25)
+    c1 = np.clip(c0 + move, lo, np.maximum(lo, hi))
+    return {"size": (w, h), "c0": c0, "c1": c1, "cw0": cw0, "cw1": cw1, "src": (sw, sh),
+            "roll": rng.normal(0, math.radians(0.5))}
+
+
+def _grid(cam: dict, edits: dict) -> torch.Tensor:
+    """Sampling grid [T, h, w, 2] (normalised source coords) for the camera plus geometric edits."""
+    w, h = cam["size"]
+    sw, sh = cam["src"]
+    t = torch.linspace(0, 1, T, dtype=torch.float64)
+    ease = 0.5 - 0.5 * torch.cos(math.pi * t)
+    centre = torch.tensor(cam["c0"]) + (torch.tensor(cam["c1"] - cam["c0"]))[None] * ease[:, None]
+    cw = cam["cw0"] + (cam["cw1"] - cam["cw0"]) * ease
+    roll = torch.full((T,), cam["roll"], dtype=torch.float64)
+    if "composition_tilt" in edits:
+        s, seed, d = edits["composition_tilt"]
+        roll = roll + d * s * math.radians(RECIPE["tilt_deg"])
+    if "motion_jitter" in edits:
+        s, seed, _ = edits["motion_jitter"]
+        g = np.random.default_rng(seed)
+        centre = centre + torch.from_numpy(g.normal(0, 1, (T, 2))) * s * RECIPE["jitter"] * cw[:, None]
+        roll = roll + torch.from_numpy(g.normal(0, 1, T)) * s * math.radians(1.5)
+    u = (torch.arange(w, dtype=torch.float64) + 0.5) / w * 2 - 1
+    v = (torch.arange(h, dtype=torch.float64) + 0.5) / h * 2 - 1
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    uu, vv = uu[None].expand(T, h, w), vv[None].expand(T, h, w)
+    if "structural_warping" in edits:
+        s, seed, _ = edits["structural_warping"]
+        g = np.random.default_rng(seed)
+        f1, f2 = (torch.from_numpy(g.normal(0, 1, (1, 2, 5, 5))) for _ in range(2))
+        ph = 2 * math.pi * (t + g.uniform())
+        field = torch.cos(ph)[:, None, None, None] * f1 + torch.sin(ph)[:, None, None, None] * f2
+        field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True) * s * RECIPE["warp"]
+        uu, vv = uu + field[:, 0], vv + field[:, 1]
+    half_w, half_h = (cw / 2)[:, None, None], (cw / 2 / (w / h))[:, None, None]
+    cr, sr = torch.cos(roll)[:, None, None], torch.sin(roll)[:, None, None]
+    x = centre[:, 0, None, None] + cr * uu * half_w - sr * vv * half_h
+    y = centre[:, 1, None, None] + sr * uu * half_w + cr * vv * half_h
+    return torch.stack([2 * x / sw - 1, 2 * y / sh - 1], dim=-1).float()
+
+
+def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
+    """Global colour/tone edits on float frames [T, 3, h, w] in 0..1."""
+    if "exposure" in edits:
+        s, _, d = edits["exposure"]
+        x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * RECIPE["exposure_stops"])).clamp(0, 1) ** (1 / 2.2)
+    if "contrast" in edits:
+        s, _, d = edits["contrast"]
+        m = _luma(x).mean()
+        f = 1 - RECIPE["contrast_low"] * s if d < 0 else 1 + RECIPE["contrast_high"] * s
+        x = m + (x - m) * f
+    if "color_cast" in edits:
+        s, seed, _ = edits["color_cast"]
+        g = np.random.default_rng(seed)
+        v = g.normal(0, 1, 3)
+        v = v - v.mean()
+        v = v / (np.linalg.norm(v) + 1e-8)
+        x = x * torch.from_numpy(np.exp(RECIPE["cast"] * s * v)).float().view(1, 3, 1, 1)
+    if "saturation" in edits:
+        s, _, d = edits["saturation"]
+        y = _luma(x)
+        f = 1 - RECIPE["sat_low"] * s if d < 0 else 1 + RECIPE["sat_high"] * s
+        x = y + (x - y) * f
+    if "temporal_flicker" in edits:
+        s, seed, _ = edits["temporal_flicker"]
+        g = np.random.default_rng(seed)
+        n = g.normal(0, 1, (T, 1)) + 0.3 * g.normal(0, 1, (T, 3))
+        gain = torch.from_numpy(np.exp(RECIPE["flicker"] * s * n)).float().view(T, 3, 1, 1)
+        x = x * gain
+    return x
+
+
+def _compress(frames: np.ndarray, crf: float) -> np.ndarray:
+    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        st = c.add_stream("libx264", rate=8)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
+        for f in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    buf.seek(0)
+    with av.open(buf) as c:
+        out = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    return out
+
+
+def camera_frames(levels: list, cam: dict, edits: dict) -> torch.Tensor:
+    """Float frames [T, 3, h, w] in 0..1: the camera path over the photo plus the geometric edits."""
+    w, _ = cam["size"]
+    src = levels[1] if cam["cw0"] / w > 1.6 else levels[0]  # pyramid level: no aliasing in the crop
+    img = torch.from_numpy(src).permute(2, 0, 1)[None].float() / 255
+    grid = _grid(cam, {k: v for k, v in edits.items() if k in GEOMETRIC and v[0] > 0})
+    return F.grid_sample(img.expand(T, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+
+
+def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
+    """Apply the non-geometric edits to camera frames and bring them to the model input (fit_array)."""
+    _, _, h, w = x.shape
+    x = _photometric(x, {k: v for k, v in edits.items() if v[0] > 0})
+    if edits.get("sharpness", (0,))[0] > 0:
+        sigma = edits["sharpness"][0] * RECIPE["blur_sigma"]
+        if sigma > 0.15:
+            x = _gauss_blur(x, sigma)
+    if edits.get("noise", (0,))[0] > 0:
+        s, seed, _ = edits["noise"]
+        g = torch.Generator().manual_seed(int(seed))
+        n = 0.7 * torch.randn(T, 1, h, w, generator=g) + 0.5 * torch.randn(T, 3, h, w, generator=g)
+        x = x + n * s * RECIPE["noise_sigma"]
+    clip = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if edits.get("frame_stutter", (0,))[0] > 0:
+        s, seed, _ = edits["frame_stutter"]
+        k = min(T - 1, int(round(s * RECIPE["stutter_max"])))
+        frozen = np.random.default_rng(seed).permutation(np.arange(1, T))[:k]  # nested: more s ⊇ fewer
+        idx = np.arange(T)
+        for t in range(1, T):
+            if t in frozen:
+                idx[t] = idx[t - 1]
+        clip = clip[idx]
+    if edits.get("compression_artifacts", (0,))[0] > 0:
+        lo, hi = RECIPE["crf"]
+        clip = _compress(np.ascontiguousarray(clip), lo + edits["compression_artifacts"][0] * (hi - lo))
+    return fit_array(np.ascontiguousarray(clip), W, H)
+
+
+def render(levels: list, cam: dict, edits: dict) -> np.ndarray:
+    """One clip with edits {criterion: (strength 0..1, pattern seed, direction ±1)} -> uint8 [T, H, W, 3]."""
+    return finish(camera_frames(levels, cam, edits), edits)
+
+
+def _strengths(rng: np.random.Generator) -> tuple[float, float, float]:
+    """Three increasing strengths of one edit (often starting at 0 = unedited), pairwise gaps >= min_gap."""
+    gap = RECIPE["min_gap"]
+    s0 = 0.0 if rng.uniform() < RECIPE["p_pristine"] else float(rng.uniform(0.0, 0.35))
+    s1 = float(rng.uniform(s0 + gap, 1.0 - gap))
+    return s0, s1, float(rng.uniform(s1 + gap, 1.0))
+
+
+def sample_group(sources: list, rng: np.random.Generator, criterion: int | None = None,
+                 strengths: tuple[float, ...] | None = None):
+    """One clip rendered at increasing strengths of one criterion's edit.
+
+    Returns (clips uint8 [K, T, H, W, 3], criterion index, strengths). Every (i < j) is a preference pair
+    with i the better side: K clips give K(K-1)/2 pairs, so encoding cost per pair drops.
+    """
+    for _ in range(8):
+        c = int(rng.integers(len(CRITERIA))) if criterion is None else criterion
+        src = sources[int(rng.integers(len(sources)))]
+        cam = _camera(src.levels[0].shape, rng)
+        st = strengths if strengths is not None else _strengths(rng)
+        seed, d = int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0]))
+        base = {}
+        if rng.uniform() < RECIPE["p_nuisance"]:
+            o = int(rng.integers(len(CRITERIA) - 1))
+            o = o + (o >= c)
+            base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE["nuisance_max"])), int(rng.integers(2**31)),
+                                 float(rng.choice([-1.0, 1.0])))
+        if CRITERIA[c] in GEOMETRIC:
+            clips = np.stack([render(src.levels, cam, {**base, CRITERIA[c]: (s, seed, d)}) for s in st])
+        else:  # same camera frames for every strength: sample them once
+            x = camera_frames(src.levels, cam, base)
+            clips = np.stack([finish(x, {**base, CRITERIA[c]: (s, seed, d)}) for s in st])
+        diffs = np.abs(np.diff(clips.astype(np.float32), axis=0)).mean(axis=(1, 2, 3, 4))
+        if diffs.min() >= RECIPE["min_diff"]:
+            break
+    return clips, c, st
+
+
+GROUP_PAIRS = ((0, 1), (0, 2), (1, 2))  # (better, worse) indices inside a group of 3
+
+
+class GroupDataset(torch.utils.data.Dataset):
+    """Deterministic on-the-fly groups: item i of epoch e is seeded by (seed, e, i), whatever the workers."""
+
+    def __init__(self, sources: list, length: int, seed: int, epoch: int = 0):
+        self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        torch.set_num_threads(1)
+        clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
+        return torch.from_numpy(clips), c
+
+
+def fixed_groups(sources: list, per_criterion: int, seed: int) -> list:
+    """A fixed evaluation set: `per_criterion` groups (3 pairs each) for every criterion."""
+    return [sample_group(sources, np.random.default_rng([seed, c, i]), criterion=c)
+            for c in range(len(CRITERIA)) for i in range(per_criterion)]

@@ -1,0 +1,141 @@
+"""`aesrm-eval`: accuracy of the proxy on edit-induced pairs from HELD-OUT source photos, plus latency.
+
+Per criterion: sign of that criterion's logit agrees with the less-edited side. Per dimension: sign of
+the dimension logit (VA/VF/VP) agrees, for pairs whose edit belongs to that dimension. Anchor: unedited
+vs strongly edited (s >= 0.6). Order consistency: forward(b, a) == -forward(a, b) on real pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from service.model.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups
+from service.model.network import DIMENSIONS
+
+EVAL_SEED = 20260101  # fixed: the test set is the same for every model
+
+
+@torch.inference_mode()
+def embed_groups(model, groups: list, batch: int = 24) -> torch.Tensor:
+    """Embeddings [G, K, D] of every clip of every group."""
+    clips = torch.from_numpy(np.stack([g[0] for g in groups]))  # [G, K, T, H, W, 3]
+    g, k = clips.shape[:2]
+    flat = clips.reshape(g * k, *clips.shape[2:])
+    emb = torch.cat([model.encode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    return emb.view(g, k, -1)
+
+
+@torch.inference_mode()
+def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
+    model.eval()
+    emb = embed_groups(model, groups)
+    crit_ok = {c: [] for c in CRITERIA}
+    dim_ok = {d: [] for d in DIMENSIONS}
+    anchor, relative = [], []
+    for gi, (clips, c, st) in enumerate(groups):
+        for i, j in GROUP_PAIRS:  # i is the better (less edited) side
+            dim, crit = model.heads(emb[gi, i][None], emb[gi, j][None])
+            ok_c = bool(crit[0, c] > 0)
+            ok_d = bool(dim[0, DIMENSIONS.index(CRITERION_DIMENSION[c])] > 0)
+            crit_ok[CRITERIA[c]].append(ok_c)
+            dim_ok[CRITERION_DIMENSION[c]].append(ok_d)
+            if st[i] == 0 and st[j] >= 0.6:
+                anchor.append(ok_d)
+            elif st[i] > 0:
+                relative.append(ok_d)
+    # order consistency through the real forward (the ONNX/Triton path), swapped inputs
+    cons = []
+    for gi in range(0, len(groups), max(1, len(groups) // consistency_pairs)):
+        a = torch.from_numpy(groups[gi][0][0:1])
+        b = torch.from_numpy(groups[gi][0][2:3])
+        d_ab, c_ab = model(a, b)
+        d_ba, c_ba = model(b, a)
+        cons.append(bool(torch.equal(d_ab, -d_ba) and torch.equal(c_ab, -c_ba)))
+    mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
+    return {"criteria": {c: mean(v) for c, v in crit_ok.items()},
+            "dimensions": {d: mean(v) for d, v in dim_ok.items()},
+            "dimension_mean": mean([mean(v) for v in dim_ok.values()]),
+            "anchor_accuracy": mean(anchor), "relative_accuracy": mean(relative),
+            "order_consistency": mean(cons), "pairs": sum(len(v) for v in crit_ok.values()),
+            "groups": len(groups)}
+
+
+@torch.inference_mode()
+def bench_pair(model, threads: int = 2, runs: int = 50) -> dict:
+    """Latency of one pair (T=8, 128x128) through forward on `threads` CPU threads, in ms."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (1, cfg.frames, cfg.height, cfg.width, 3), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, a.shape, dtype=torch.uint8, generator=g)
+    for _ in range(5):
+        model(a, b)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(a, b)
+        times.append((time.perf_counter() - t0) * 1000)
+    torch.set_num_threads(old)
+    times.sort()
+    return {"threads": threads, "median_ms": round(statistics.median(times), 2),
+            "p90_ms": round(times[int(0.9 * len(times)) - 1], 2)}
+
+
+def print_report(metrics: dict, title: str) -> None:
+    print(f"\n{title}: {metrics['groups']} groups, {metrics['pairs']} pairs")
+    print(f"{'criterion':24s} {'dim':4s} {'accuracy':>8s}")
+    for c, d in zip(CRITERIA, CRITERION_DIMENSION):
+        print(f"{c:24s} {d:4s} {metrics['criteria'][c]:8.3f}")
+    print(f"{'dimension':24s} {'':4s} {'accuracy':>8s}")
+    for d in DIMENSIONS:
+        print(f"{d:24s} {'':4s} {metrics['dimensions'][d]:8.3f}")
+    for k in ("dimension_mean", "anchor_accuracy", "relative_accuracy", "order_consistency"):
+        print(f"{k:29s} {metrics[k]:8.3f}")
+
+
+def test_metrics(model, sources: list, per_criterion: int) -> dict:
+    test = [s for s in sources if s.split == "test"]
+    return evaluate_groups(model, fixed_groups(test, per_criterion, EVAL_SEED))
+
+
+def main(argv: list[str] | None = None) -> None:
+    from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, manifest_path
+    from service.model.sources import load_sources
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--split", default="test", choices=["test", "val", "train"])
+    ap.add_argument("--per-criterion", type=int, default=40, help="groups (3 pairs each) per criterion")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, manifest = load_proxy(args.checkpoint)
+    print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
+          f"trained={manifest['trained']}")
+    sources = [s for s in load_sources() if s.split == args.split]
+    print(f"{args.split} sources: {', '.join(s.id for s in sources)}")
+    t0 = time.time()
+    metrics = evaluate_groups(model, fixed_groups(sources, args.per_criterion, EVAL_SEED))
+    print_report(metrics, f"{args.split} split ({time.time() - t0:.0f}s)")
+    bench = bench_pair(model, threads=args.threads)
+    print(f"\nlatency, one pair T=8 128x128, {bench['threads']} threads: median {bench['median_ms']} ms, "
+          f"p90 {bench['p90_ms']} ms")
+    if args.write_manifest and args.split == "test":
+        mp = manifest_path(args.checkpoint)
+        m = json.loads(mp.read_text())
+        m["metrics"] = {"test": metrics, "per_criterion_groups": args.per_criterion, "eval_seed": EVAL_SEED,
+                        "latency_pair_ms": bench}
+        mp.write_text(json.dumps(m, indent=2) + "\n")
+        print(f"metrics written to {mp}")
+
+
+if __name__ == "__main__":
+    main()

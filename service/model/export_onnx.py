@@ -1,0 +1,56 @@
+"""`aesrm-export-onnx`: the proxy's forward as ONNX (opset 17, dynamic batch) for the Triton/TensorRT path.
+
+Inputs `frames_a`, `frames_b` uint8 [B, T, H, W, 3]; outputs `dimension_logits` [B, 3] (VA, VF, VP) and
+`criterion_logits` [B, C]. The manifest is written next to the model (same stem, .json) so a deployment
+knows which checkpoint and criteria it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+INPUT_NAMES = ["frames_a", "frames_b"]
+OUTPUT_NAMES = ["dimension_logits", "criterion_logits"]
+
+
+def export(model, out: str | Path, opset: int = 17) -> Path:
+    """Export an eval-mode AesRMProxy to `out`; returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    example = torch.zeros((2, cfg.frames, cfg.height, cfg.width, 3), dtype=torch.uint8)
+    axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    model = model.eval()
+    with torch.no_grad():
+        try:
+            torch.onnx.export(model, (example, example), str(out), input_names=INPUT_NAMES,
+                              output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=opset, dynamo=False)
+        except TypeError:  # torch without the `dynamo` switch
+            torch.onnx.export(model, (example, example), str(out), input_names=INPUT_NAMES,
+                              output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=opset)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--out", required=True, help="path of the .onnx file to write")
+    ap.add_argument("--opset", type=int, default=17)
+    args = ap.parse_args(argv)
+    model, manifest = load_proxy(args.checkpoint)
+    path = export(model, args.out, args.opset)
+    path.with_suffix(".json").write_text(json.dumps({**manifest, "onnx_opset": args.opset,
+                                                     "onnx_inputs": INPUT_NAMES,
+                                                     "onnx_outputs": OUTPUT_NAMES}, indent=2) + "\n")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) from {manifest['version']} "
+          f"sha256={manifest['checkpoint_sha256'][:12]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""AesRM proxy: a small shared video encoder and antisymmetric, interpretable pairwise heads.
+
+Encoder (shared by both videos): a per-frame CNN whose multi-scale pooled statistics see frame quality
+(tone, colour, sharpness, noise, blocking), and a temporal module over per-frame features, their
+differences and a small CNN on pixel frame differences (flicker, stutter, shake, warping).
+Heads: logit_c = w_c . (e_A - e_B) for every fine-grained criterion c (no bias), and each dimension logit
+is a non-negative (softplus) combination of its own criteria's logits (VisionReward-style linear,
+inspectable weights). Both are linear in e_A - e_B, so swapping A and B flips every logit exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from service.model.data import CRITERIA, CRITERION_DIMENSION
+
+DIMENSIONS = ("VA", "VF", "VP")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    frames: int = 8
+    height: int = 128
+    width: int = 128
+    criteria: tuple[str, ...] = CRITERIA
+    criterion_dimension: tuple[str, ...] = CRITERION_DIMENSION
+    widths: tuple[int, ...] = (24, 32, 48, 64)  # per-frame CNN stages (stride 2 each)
+    diff_widths: tuple[int, ...] = (16, 24, 32)  # frame-difference CNN stages
+    frame_dim: int = 96
+    embed_dim: int = 96
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProxyConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _mean_std(x: torch.Tensor) -> list[torch.Tensor]:
+    """Spatial mean and std of [M, C, H, W] (one pass; aten::std is slow on CPU)."""
+    m = x.mean((2, 3))
+    return [m, ((x * x).mean((2, 3)) - m * m).clamp_min(1e-6).sqrt()]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+class AesRMProxy(nn.Module):
+    def __init__(self, config: ProxyConfig = ProxyConfig()):
+        super().__init__()
+        assert len(config.criteria) == len(config.criterion_dimension) <= 15
+        self.config = config
+        self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("inv_std", 1 / (torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1) * 255))
+        w = config.widths
+        self.frame_cnn = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((3,) + w[:-1], w)])
+        # mean and std of every stage: global tone/colour from early stages, texture energy from all
+        self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6, config.frame_dim), nn.ReLU(inplace=True))
+        dw = config.diff_widths
+        self.diff_cnn = nn.Sequential(*[_block(c_in, c_out) for c_in, c_out in zip((3,) + dw[:-1], dw)])
+        fd = config.frame_dim
+        tin = 2 * fd + 2 * dw[-1] + 6
+        self.temporal = nn.Sequential(nn.Conv1d(tin, fd, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv1d(fd, fd, 3, padding=1), nn.ReLU(inplace=True))
+        self.embed = nn.Linear(fd + 2 * fd, config.embed_dim)
+        c = len(config.criteria)
+        self.criterion_w = nn.Parameter(torch.randn(c, config.embed_dim) * 0.05)
+        mask = torch.tensor([[float(d == dim) for d in config.criterion_dimension] for dim in DIMENSIONS])
+        self.register_buffer("dim_mask", mask)  # [3, C]
+        self.dim_raw = nn.Parameter(torch.zeros(c))  # softplus -> non-negative criterion weights
+
+    def dimension_weights(self) -> torch.Tensor:
+        """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
+        return self.dim_mask * F.softplus(self.dim_raw)[None]
+
+    def _frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [M, 3, H, W] normalised -> [M, frame_dim] from multi-scale mean/std statistics."""
+        stats = _mean_std(x)
+        for blk in self.frame_cnn:
+            x = blk(x)
+            stats += _mean_std(x)
+        return self.frame_proj(torch.cat(stats, 1))
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, T, H, W, 3] -> float embedding [N, D]."""
+        n, t, h, w, _ = frames.shape
+        x = frames.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
+        x = (x - self.mean) * self.inv_std
+        f = self._frame_features(x).view(n, t, -1)
+        xs = F.avg_pool2d(x, 2).view(n, t, 3, h // 2, w // 2)
+        d = (xs[:, 1:] - xs[:, :-1]).reshape(n * (t - 1), 3, h // 2, w // 2)
+        dstat = torch.cat([d.mean((2, 3)), d.abs().mean((2, 3))], 1)
+        g = self.diff_cnn(d)
+        g = torch.cat([g.mean((2, 3)), g.amax((2, 3))], 1)
+        seq = torch.cat([f[:, 1:], f[:, 1:] - f[:, :-1], g.view(n, t - 1, -1), dstat.view(n, t - 1, -1)], 2)
+        z = self.temporal(seq.transpose(1, 2))  # [N, fd, T-1]
+        pooled = torch.cat([f.mean(1), z.mean(2), z.amax(2)], 1)
+        return self.embed(pooled)
+
+    def heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings [P, D] x2 -> (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C])."""
+        crit = (emb_a - emb_b) @ self.criterion_w.t()
+        return crit @ self.dimension_weights().t(), crit
+
+    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Encode each side separately: identical shapes give bit-identical embeddings, so the
+        # antisymmetry forward(b, a) == -forward(a, b) is exact, not just approximate.
+        return self.heads(self.encode(frames_a), self.encode(frames_b))

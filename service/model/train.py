@@ -1,0 +1,133 @@
+"""`aesrm-train`: train the embedded proxy on edit-induced preference pairs (CPU, seeded, reproducible).
+
+Each step draws groups (one clip of a train-split photo at 3 increasing strengths of one edit = 3 pairs),
+randomises which side is A, and minimises BCE on the edited criterion's logit and on its dimension's
+logit. The final (annealed) state is shipped: the hash-chosen validation sources are two night-sky photos
+(MilkyWay, Hubble), unrepresentative for VA, so validation is monitored, not used for selection.
+Test-split metrics go into the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from service.model.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from service.model.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
+from service.model.evaluate import EVAL_SEED, evaluate_groups, test_metrics
+from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
+from service.model.sources import cache_dir, data_hash, load_sources, sources_manifest
+
+DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
+            "seed": 1234, "val_per_criterion": 6, "test_per_criterion": 40}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor):
+    """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first."""
+    b, k = clips.shape[:2]
+    emb = model.encode(clips.flatten(0, 1)).view(b, k, -1)
+    i = torch.tensor([p[0] for p in GROUP_PAIRS])
+    j = torch.tensor([p[1] for p in GROUP_PAIRS])
+    ea, eb = emb[:, i], emb[:, j]  # [B, 3, D], better first
+    ea, eb = torch.where(flip[..., None], eb, ea), torch.where(flip[..., None], ea, eb)
+    dim, cl = model.heads(ea.flatten(0, 1), eb.flatten(0, 1))
+    y = (~flip).float().flatten()  # 1 when A is the better side
+    c = crit[:, None].expand(b, len(GROUP_PAIRS)).flatten()
+    d = torch.tensor([DIMENSIONS.index(x) for x in CRITERION_DIMENSION])[c]
+    lc = cl.gather(1, c[:, None]).squeeze(1)
+    ld = dim.gather(1, d[:, None]).squeeze(1)
+    loss = F.binary_cross_entropy_with_logits(lc, y) + F.binary_cross_entropy_with_logits(ld, y)
+    acc = ((ld > 0).float() == y).float().mean()
+    return loss, acc
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for k, v in DEFAULTS.items():
+        ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="data worker processes (output is identical)")
+    ap.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    args = ap.parse_args(argv)
+    t_start = time.time()
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    sources = load_sources()
+    train_src = [s for s in sources if s.split == "train"]
+    val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
+    print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
+
+    model = AesRMProxy(ProxyConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    total = args.epochs * args.steps_per_epoch
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, cosine decay to 2%
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))))
+    flip_gen = torch.Generator().manual_seed(args.seed + 1)
+    best, history, step = -1.0, [], 0
+    for epoch in range(args.epochs):
+        ds = GroupDataset(train_src, args.steps_per_epoch * args.batch_groups, args.seed, epoch)
+        dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_groups, shuffle=False,
+                                         num_workers=args.workers, prefetch_factor=4 if args.workers else None)
+        model.train()
+        t0, losses, accs = time.time(), [], []
+        for clips, crit in dl:
+            flip = torch.rand(clips.shape[0], len(GROUP_PAIRS), generator=flip_gen) < 0.5
+            loss, acc = pair_loss(model, clips, crit, flip)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+            accs.append(acc.item())
+            if step % 10 == 0:
+                print(f"  step {step}/{total} loss {np.mean(losses[-10:]):.3f} dim-acc {np.mean(accs[-10:]):.3f} "
+                      f"({time.time() - t_start:.0f}s)", flush=True)
+        val = evaluate_groups(model, val_groups)
+        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                        "train_dim_acc": round(float(np.mean(accs)), 4), "val": val["dimensions"],
+                        "val_mean": val["dimension_mean"], "seconds": round(time.time() - t0, 1)})
+        print(f"epoch {epoch}: loss {np.mean(losses):.3f} val {val['dimensions']} mean {val['dimension_mean']}"
+              f" ({time.time() - t0:.0f}s)", flush=True)
+        best = max(best, val["dimension_mean"])
+        torch.save(model.state_dict(), cache_dir() / "aesrm-proxy.partial.pt")  # for an interrupted run
+    model.eval()
+    duration = time.time() - t_start
+    print("evaluating on held-out test sources ...", flush=True)
+    test = test_metrics(model, sources, args.test_per_criterion)
+    manifest = {
+        "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
+        "metrics": {"test": test, "per_criterion_groups": args.test_per_criterion, "eval_seed": EVAL_SEED},
+        "training": {"command": "aesrm-train " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     **{k: getattr(args, k) for k in DEFAULTS}, "steps": total,
+                     "pairs_seen": total * args.batch_groups * len(GROUP_PAIRS),
+                     "duration_s": round(duration, 1), "best_val_dimension_mean": best,
+                     "selection": "final epoch", "history": history,
+                     "torch": torch.__version__, "threads": args.threads},
+        "sources": sources_manifest(sources), "recipe": RECIPE,
+        "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),
+    }
+    saved = save_checkpoint(model, args.out, manifest)
+    from service.model.evaluate import print_report
+    print_report(test, "test split")
+    print(f"saved {args.out} sha256={saved['checkpoint_sha256'][:12]} in {duration:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

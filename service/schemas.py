@@ -1,0 +1,125 @@
+"""Public request/response models (pydantic v2): the HTTP contract shown at /docs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class VideoRef(BaseModel):
+    """One video: exactly one of base64 bytes (a container file or a raw uint8 [T,H,W,3] .npy), a path
+    under the configured allowed roots, or a URL. Uploading with the /upload routes avoids base64."""
+
+    model_config = ConfigDict(extra="forbid")
+    base64: str | None = Field(None, description="File bytes (mp4/webm/mkv/... or .npy), base64.")
+    path: str | None = Field(None, description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
+    url: str | None = Field(None, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")
+    id: str | None = Field(None, max_length=256, description="Caller's label, echoed back.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "VideoRef":
+        if sum(x is not None for x in (self.base64, self.path, self.url)) != 1:
+            raise ValueError("give exactly one of 'base64', 'path' or 'url'")
+        return self
+
+
+class PairOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    both_orders: bool | None = Field(None, description="Ask (A,B) and (B,A); default from settings.")
+
+
+class PairRequest(PairOptions):
+    a: VideoRef
+    b: VideoRef
+
+
+class GroupOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    both_orders: bool | None = Field(None, description="Ask each pair in both orders (default true).")
+    aggregation: Literal["bradley_terry", "win_rate"] = "bradley_terry"
+
+
+class GroupRequest(GroupOptions):
+    videos: list[VideoRef] = Field(..., min_length=1, description="The G candidates (GRPO group).")
+    reference: VideoRef | None = Field(None, description="Score each candidate against this instead.")
+
+
+class ModelInfo(BaseModel):
+    id: str
+    version: str
+    checkpoint: str
+    trained: bool
+    backend: str
+    frames: int
+    height: int
+    width: int
+
+
+class DimensionScores(BaseModel):
+    VA: float
+    VF: float
+    VP: float
+    overall: float
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ingest_ms: float = 0.0
+    cache_ms: float = 0.0
+    decode_ms: float = 0.0
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    aggregate_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class PairResponse(BaseModel):
+    preference: DimensionScores = Field(..., description="P(A preferred over B) per dimension.")
+    logits: DimensionScores = Field(..., description="Position-debiased logits (positive = A).")
+    criteria: dict[str, float] | None = Field(None, description="P(A>B) per fine-grained criterion.")
+    order_disagreement: DimensionScores | None = Field(
+        None, description="|P_AB - (1 - P_BA)| per dimension; null in single-order mode.")
+    both_orders: bool
+    cache: Literal["hit", "miss"]
+    model: ModelInfo
+    timings_ms: Timings
+
+
+class ItemError(BaseModel):
+    code: str
+    message: str
+
+
+class GroupItem(BaseModel):
+    index: int
+    id: str | None = None
+    reward: float | None = Field(None, description="The scalar to train on (see 'aggregation').")
+    win_rate: float | None = None
+    bradley_terry: float | None = None
+    vs_reference: DimensionScores | None = Field(None, description="P(candidate > reference), reference mode.")
+    dimensions: DimensionScores | None = Field(None, description="Per-dimension value of the aggregation.")
+    error: ItemError | None = None
+
+
+class GroupResponse(BaseModel):
+    results: list[GroupItem]
+    aggregation: Literal["bradley_terry", "win_rate", "reference"]
+    both_orders: bool
+    pairs_scored: int
+    order_disagreement_mean: float | None = None
+    order_disagreement_max: float | None = None
+    cache_hits: int
+    cache_misses: int
+    model: ModelInfo
+    timings_ms: Timings
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    item: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

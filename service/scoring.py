@@ -1,0 +1,191 @@
+"""The request pipeline after fetch: cache -> decode (misses only) -> backend -> per-pair logits.
+
+Order of work is chosen so a cache hit never pays for decoding: inputs are identified by content hash,
+the cache is asked first, and only videos that appear in a missing pair are decoded, each exactly once
+per request (duplicates by content share one decode) in a bounded thread pool off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import errors
+from service.cache import ScoreCache, pair_key
+from service.config import Settings
+from service.contract import ModelContract, ScorerBackend
+from service.ingest.decode import DecodeLimits, decode_sample
+from service.ingest.sources import LoadedInput, tensor_sample
+from service.metrics import Metrics
+
+
+@dataclass
+class PairLogitsResult:
+    """Logits for one requested (i, j): `ab` asked with i first, `ba` with j first (None if not asked)."""
+
+    ab: np.ndarray
+    ba: np.ndarray | None
+    crit_ab: np.ndarray | None
+    crit_ba: np.ndarray | None
+
+
+@dataclass
+class Outcome:
+    pairs: dict[tuple[int, int], PairLogitsResult]
+    item_errors: dict[int, errors.ServiceError]
+    hits: int = 0
+    misses: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ScoringPipeline:
+    def __init__(self, settings: Settings, backend: ScorerBackend, cache: ScoreCache, metrics: Metrics):
+        self.settings, self.backend, self.cache, self.metrics = settings, backend, cache, metrics
+        self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._limits = DecodeLimits(settings.max_pixels, settings.max_duration_s, settings.max_frames)
+        self._decodes_waiting = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, inputs: list[LoadedInput | None], rows: list[tuple[int, int]], both_orders: bool
+                  ) -> Outcome:
+        """Logits for each (i, j) in `rows`; inputs that are None already failed (caller holds their error)."""
+        contract = self.backend.contract()
+        out = Outcome(pairs={}, item_errors={})
+        t0 = time.perf_counter()
+        keys = [pair_key(contract, inputs[i].digest, inputs[j].digest) for i, j in rows]
+        unique = list(dict.fromkeys(k for k, _ in keys))
+        cached = dict(zip(unique, await self.cache.get_many(unique)))
+        out.timings["cache_ms"] = _ms(t0)
+        self.metrics.stage("cache", time.perf_counter() - t0)
+
+        todo: list[int] = []
+        for n, ((i, j), (key, flipped)) in enumerate(zip(rows, keys)):
+            result = _from_entry(cached.get(key), flipped, both_orders)
+            if result is None:
+                todo.append(n)
+            else:
+                out.pairs[(i, j)] = result
+        out.hits, out.misses = len(rows) - len(todo), len(todo)
+        if not todo:
+            return out
+
+        t1 = time.perf_counter()
+        needed = sorted({v for n in todo for v in rows[n]})
+        decoded = await self._decode_all(inputs, needed, contract, out.item_errors)
+        out.timings["decode_ms"] = _ms(t1)
+        todo = [n for n in todo if rows[n][0] in decoded and rows[n][1] in decoded]
+        if not todo:
+            return out
+
+        index = {v: k for k, v in enumerate(sorted(decoded))}
+        videos = np.stack([decoded[v] for v in sorted(decoded)])
+        model_rows = []
+        for n in todo:
+            i, j = rows[n]
+            model_rows.append((index[i], index[j]))
+            if both_orders:
+                model_rows.append((index[j], index[i]))
+        logits = await self._score(videos, np.asarray(model_rows, dtype=np.int64))
+        out.timings["queue_ms"] = logits.extra.get("queue_ms", 0.0)
+        out.timings["inference_ms"] = logits.extra.get("inference_ms", 0.0)
+
+        writes: dict[str, dict] = {}
+        step = 2 if both_orders else 1
+        for k, n in enumerate(todo):
+            i, j = rows[n]
+            r = k * step
+            crit = logits.criteria
+            res = PairLogitsResult(
+                ab=logits.dimension[r], ba=logits.dimension[r + 1] if both_orders else None,
+                crit_ab=None if crit is None else crit[r],
+                crit_ba=None if (crit is None or not both_orders) else crit[r + 1])
+            out.pairs[(i, j)] = res
+            key, flipped = keys[n]
+            writes[key] = _merge_entry(cached.get(key), res, flipped)
+        await self.cache.set_many(writes)
+        return out
+
+    async def _score(self, videos: np.ndarray, rows: np.ndarray):
+        try:
+            return await asyncio.wait_for(self.backend.score(videos, rows), self.settings.inference_timeout_s)
+        except asyncio.TimeoutError:
+            raise errors.BackendTimeout("scoring backend did not answer in time") from None
+
+    async def _decode_all(self, inputs, needed, contract, item_errors) -> dict[int, np.ndarray]:
+        by_digest: dict[str, list[int]] = {}
+        for v in needed:
+            by_digest.setdefault(inputs[v].digest, []).append(v)
+        digests = list(by_digest)
+        results = await asyncio.gather(
+            *(self._decode(inputs[by_digest[d][0]], contract, by_digest[d][0]) for d in digests),
+            return_exceptions=True)
+        decoded: dict[int, np.ndarray] = {}
+        for d, res in zip(digests, results):
+            for v in by_digest[d]:
+                if isinstance(res, errors.ServiceError):
+                    item_errors[v] = res
+                elif isinstance(res, BaseException):
+                    raise res
+                else:
+                    decoded[v] = res
+        return decoded
+
+    async def _decode(self, loaded: LoadedInput, contract: ModelContract, item: int) -> np.ndarray:
+        if self._decodes_waiting >= self.settings.queue_size * self.settings.decode_workers:
+            raise errors.Overloaded("decode queue is full", retry_after_s=1.0)
+        self._decodes_waiting += 1
+        t = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self._decode_sync, loaded, contract, item)
+        finally:
+            self._decodes_waiting -= 1
+            self.metrics.stage("decode", time.perf_counter() - t)
+
+    def _decode_sync(self, loaded: LoadedInput, contract: ModelContract, item: int) -> np.ndarray:
+        s = self.settings
+        if loaded.is_tensor:
+            return tensor_sample(loaded.data, contract.frames, contract.width, contract.height,
+                                 s.max_pixels, s.max_frames, item=item)
+        frames, _ = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
+                                  self._limits, item=item)
+        return frames
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _from_entry(entry: dict | None, flipped: bool, both_orders: bool) -> PairLogitsResult | None:
+    """Answer (i, j) from a canonical entry. `flipped`: i is the canonical 'hi' side."""
+    if not entry:
+        return None
+    fwd, rev = entry.get("fwd"), entry.get("rev")  # fwd = lo first, rev = hi first
+    cf, cr = entry.get("cfwd"), entry.get("crev")
+    ab, ba, cab, cba = (rev, fwd, cr, cf) if flipped else (fwd, rev, cf, cr)
+    arr = lambda x: None if x is None else np.asarray(x, dtype=np.float32)  # noqa: E731
+    if both_orders:
+        if ab is None or ba is None:
+            return None
+        return PairLogitsResult(arr(ab), arr(ba), arr(cab), arr(cba))
+    if ab is not None:
+        return PairLogitsResult(arr(ab), None, arr(cab), None)
+    if ba is not None:  # only the other order is cached: flip it
+        return PairLogitsResult(-arr(ba), None, None if cba is None else -arr(cba), None)
+    return None
+
+
+def _merge_entry(entry: dict | None, res: PairLogitsResult, flipped: bool) -> dict:
+    new = dict(entry or {})
+    lst = lambda x: None if x is None else [float(v) for v in x]  # noqa: E731
+    first, second = ("rev", "fwd") if flipped else ("fwd", "rev")
+    new[first], new["c" + first] = lst(res.ab), lst(res.crit_ab)
+    if res.ba is not None:
+        new[second], new["c" + second] = lst(res.ba), lst(res.crit_ba)
+    return {k: v for k, v in new.items() if v is not None}

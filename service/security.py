@@ -1,0 +1,148 @@
+"""API-key auth and per-key rate limits, as FastAPI dependencies.
+
+Keys are configured only as sha256 hex digests (`api_key_hashes`), so a leaked config does not leak keys;
+the presented key is hashed and compared with every configured digest in constant time (no early exit).
+
+Rate limit: a fixed 60 s window per key in Redis (one atomic Lua INCR+EXPIRE round trip). Decision on
+Redis failure: fail OPEN to an in-process window with the same limit. Scoring must survive a Redis outage
+(the cache already degrades the same way) and auth is still enforced; the only loss is that the limit is
+per replica instead of global until Redis is back. After a failure Redis is skipped for
+`redis_retry_after_s`, so a dead Redis costs no latency per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from redis.exceptions import RedisError
+
+from service import errors
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+WINDOW_S = 60
+
+# KEYS[1] = window key; ARGV[1] = window seconds. Returns {count, ttl_ms}.
+_LUA = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1] * 1000) end
+return {n, redis.call('PTTL', KEYS[1])}
+"""
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_key(presented: str | None, hashes: list[str]) -> str | None:
+    """The matching digest, or None. Every digest is compared, each in constant time."""
+    if not presented:
+        return None
+    digest = hash_key(presented).encode()
+    match = None
+    for h in hashes:
+        if hmac.compare_digest(digest, h.strip().lower().encode()):
+            match = h
+    return match
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class RateLimiter:
+    """Fixed-window counter per identity: Redis when reachable, local window while it is not."""
+
+    def __init__(self, limit: int, redis_url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0):
+        self.limit, self.timeout, self.retry_after = limit, timeout_s, retry_after_s
+        self._redis = aioredis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s) \
+            if redis_url else None
+        self._script = self._redis.register_script(_LUA) if self._redis else None
+        self._local: dict[tuple[str, int], int] = {}
+        self._down_until = 0.0
+        self.fallbacks = 0  # decisions taken locally because Redis failed (observability/tests)
+
+    async def hit(self, identity: str) -> tuple[bool, float]:
+        """(allowed, seconds until the window resets)."""
+        now = time.time()
+        window = int(now // WINDOW_S)
+        reset = (window + 1) * WINDOW_S - now
+        if self._script is not None and time.monotonic() >= self._down_until:
+            try:
+                n, ttl_ms = await asyncio.wait_for(
+                    self._script(keys=[f"aesrm:rl:{identity}:{window}"], args=[WINDOW_S]), self.timeout * 2)
+                return int(n) <= self.limit, max(0.001, int(ttl_ms) / 1000) if int(ttl_ms) > 0 else reset
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("rate limiter: Redis failed (%s); local window for %.1fs", type(exc).__name__,
+                            self.retry_after)
+                self._down_until = time.monotonic() + self.retry_after
+        self.fallbacks += 1
+        if len(self._local) > 100_000:  # old windows only; bounded memory under many identities
+            self._local = {k: v for k, v in self._local.items() if k[1] == window}
+        n = self._local.get((identity, window), 0) + 1
+        self._local[(identity, window)] = n
+        return n <= self.limit, reset
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+def limiter_for(request: Request) -> RateLimiter | None:
+    """One limiter per app (created on first use; closed by the app's lifespan if registered there)."""
+    settings: Settings = request.app.state.aesrm.settings
+    if settings.rate_limit_per_minute <= 0:
+        return None
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        limiter = RateLimiter(settings.rate_limit_per_minute, settings.redis_url, settings.redis_timeout_s,
+                              settings.redis_retry_after_s)
+        request.app.state.rate_limiter = limiter
+    return limiter
+
+
+def _authenticate(request: Request) -> str | None:
+    """Identity for rate limiting: the key's digest prefix, or the client address when auth is off."""
+    settings: Settings = request.app.state.aesrm.settings
+    if not settings.api_key_hashes:
+        return None
+    match = check_key(bearer(request), settings.api_key_hashes)
+    if match is None:
+        raise errors.Unauthorized("missing or unknown API key (Authorization: Bearer <key>)")
+    return match[:16]
+
+
+async def require_api_key(request: Request) -> None:
+    """Scoring/explanation routes: a valid key (when keys are configured), then that key's rate limit."""
+    identity = _authenticate(request)
+    limiter = limiter_for(request)
+    if limiter is None:
+        return
+    if identity is None:
+        identity = "ip:" + (request.client.host if request.client else "unknown")
+    allowed, reset_s = await limiter.hit(identity)
+    if not allowed:
+        raise errors.RateLimited(f"more than {limiter.limit} requests/minute for this key", retry_after_s=reset_s)
+
+
+async def require_key_for_health(request: Request) -> None:
+    if request.app.state.aesrm.settings.auth_health:
+        _authenticate(request)
+
+
+async def require_key_for_metrics(request: Request) -> None:
+    if request.app.state.aesrm.settings.auth_metrics:
+        _authenticate(request)
+
+
+async def close_limiter(app) -> None:
+    limiter = getattr(app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter.close()

@@ -1,0 +1,89 @@
+"""CLI: typer's CliRunner in-process (embedded default, no server) and against a real uvicorn server."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from tests.test_client import UNTRAINED, serve
+
+runner = CliRunner()
+ENV = {"AESRM_ALLOW_UNTRAINED": "true"} if UNTRAINED else {}
+ENV = {**ENV, "AESRM_MAX_BATCH_WAIT_MS": "1", "AESRM_DECODE_WORKERS": "2", "COLUMNS": "160"}
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory, clips):
+    d = tmp_path_factory.mktemp("renders")
+    for name in ("clean", "noisy", "dark"):
+        (d / f"{name}.mp4").write_bytes(clips[name])
+    (d / "frames.npy").write_bytes(clips["frames_npy"])
+    (d / "broken.mp4").write_bytes(b"this is not a video")
+    (d / "notes.txt").write_text("ignored: not a video extension")
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(redis_url):
+    with serve(redis_url) as base:
+        yield base
+
+
+def test_score_in_process(renders):
+    r = runner.invoke(app, ["score", str(renders / "clean.mp4"), str(renders / "noisy.mp4")], env=ENV)
+    assert r.exit_code == 0, r.output
+    for word in ("VA", "VF", "VP", "overall", "preferred overall"):
+        assert word in r.output
+
+
+def test_rank_in_process_with_csv_json_and_broken_file(renders, tmp_path):
+    out_csv, out_json = tmp_path / "rank.csv", tmp_path / "rank.json"
+    r = runner.invoke(app, ["rank", str(renders), "--csv", str(out_csv), "--json", str(out_json),
+                            "--aggregation", "win_rate"], env=ENV)
+    assert r.exit_code == 0, r.output
+    assert "ranking (win_rate" in r.output and "broken.mp4" in r.output and "notes.txt" not in r.output
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [x["rank"] for x in rows] == ["1", "2", "3", "4", ""]
+    assert rows[-1]["file"] == "broken.mp4" and rows[-1]["error"].startswith("video_undecodable")
+    rewards = [float(x["reward"]) for x in rows[:4]]
+    assert rewards == sorted(rewards, reverse=True)
+    doc = json.loads(out_json.read_text())
+    assert doc["response"]["aggregation"] == "win_rate" and len(doc["ranking"]) == 5
+    assert {x["file"] for x in rows} == {"clean.mp4", "noisy.mp4", "dark.mp4", "frames.npy", "broken.mp4"}
+
+
+def test_against_real_server(server, renders):
+    r = runner.invoke(app, ["--server", server, "score", "--json", str(renders / "clean.mp4"),
+                            str(renders / "dark.mp4")])
+    assert r.exit_code == 0, r.output
+    body = json.loads(r.output)
+    assert 0 <= body["preference"]["overall"] <= 1 and body["both_orders"] is True
+    r = runner.invoke(app, ["--server", server, "rank", str(renders)], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "bradley_terry" in r.output and "clean.mp4" in r.output
+
+
+def test_errors_are_one_line_and_exit_1(server, renders, tmp_path):
+    r = runner.invoke(app, ["--server", server, "score", str(renders / "broken.mp4"), str(renders / "clean.mp4")])
+    assert r.exit_code == 1 and "video_undecodable (422)" in r.output
+    r = runner.invoke(app, ["--server", "http://127.0.0.1:9", "score", str(renders / "clean.mp4"),
+                            str(renders / "dark.mp4")])
+    assert r.exit_code == 1 and "connection_error" in r.output
+    (tmp_path / "one.mp4").write_bytes(b"x")
+    r = runner.invoke(app, ["rank", str(tmp_path)])
+    assert r.exit_code == 2 and "at least 2 videos" in r.output
+
+
+def test_explain_against_real_server(server, renders):
+    import httpx
+
+    if "/v1/explain" not in httpx.get(server + "/openapi.json").json()["paths"]:
+        pytest.skip("explain routes not in this build yet")
+    r = runner.invoke(app, ["--server", server, "explain", str(renders / "clean.mp4"),
+                            str(renders / "noisy.mp4")], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "overall" in r.output and "source:" in r.output and "VF" in r.output

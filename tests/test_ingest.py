@@ -1,0 +1,170 @@
+"""Ingest on real encoded files: codecs, rotation, odd sizes, VFR, sparse seeking, limits, bad input."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from service import errors
+from service.examples import encode, pan_frames, photo
+from service.ingest import sources
+from service.ingest.decode import DecodeLimits, decode_sample
+
+LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration_s=120, max_frames=20_000)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return pan_frames(photo("path"), 48, 320, 180)
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9", "av1", "mpeg4"])
+def test_each_codec_decodes_to_the_model_input(frames, codec):
+    out, stats = decode_sample(encode(frames, codec), 8, 128, 128, LIMITS)
+    assert out.shape == (8, 128, 128, 3) and out.dtype == np.uint8
+    assert stats.duration_s == pytest.approx(2.0, abs=0.1)
+    # letterboxed 16:9 content: black bars top and bottom, picture in the middle rows
+    assert out[:, :10].max() == 0 and out[:, 60:68].mean() > 20
+    # a pan: sampled frames differ from each other
+    assert np.abs(out[0].astype(int) - out[-1].astype(int)).mean() > 5
+
+
+def test_samples_follow_time_not_just_the_first_frames():
+    # each frame is a flat grey level = its index; the 8 samples must spread over the whole clip
+    levels = np.repeat(np.arange(0, 240, 5, dtype=np.uint8), 1)
+    clip = np.broadcast_to(levels[:, None, None, None], (48, 64, 64, 3)).copy()
+    out, _ = decode_sample(encode(clip, "h264", gop=12), 8, 64, 64, LIMITS)
+    seen = out[:, 32, 32, 0].astype(int)
+    expected = levels[((np.arange(8) + 0.5) * 48 / 8).astype(int)].astype(int)
+    assert np.all(np.abs(seen - expected) <= 6), (seen, expected)
+
+
+def test_rotation_metadata_is_applied(frames):
+    out, stats = decode_sample(encode(frames, "h264", rotation=90), 8, 128, 128, LIMITS)
+    assert stats.rotation in (90, 270)
+    cols = (out[0].max(axis=(0, 2)) > 0).sum()
+    rows = (out[0].max(axis=(1, 2)) > 0).sum()
+    assert rows == 128 and cols < 90  # landscape source displayed as portrait
+
+
+def test_odd_sizes_decode(frames):
+    odd = pan_frames(photo(), 12, 333, 187)
+    out, stats = decode_sample(encode(odd, "h264", pix_fmt="yuv444p"), 8, 128, 128, LIMITS)
+    assert (stats.width, stats.height) == (333, 187) and out.shape == (8, 128, 128, 3)
+
+
+def test_variable_frame_rate_uses_timestamps(frames):
+    out, stats = decode_sample(encode(frames, "h264", pts_jitter=True), 8, 128, 128, LIMITS)
+    assert out.shape == (8, 128, 128, 3) and stats.duration_s > 1.0
+
+
+def test_sparse_decode_skips_most_of_a_long_clip():
+    long_clip = np.repeat(pan_frames(photo(), 60, 160, 90), 24, axis=0)  # 60 s at 24 fps
+    data = encode(long_clip, "h264", gop=48)
+    out, stats = decode_sample(data, 8, 128, 128, LIMITS)
+    assert out.shape == (8, 128, 128, 3)
+    assert stats.frames_decoded < len(long_clip) / 4, stats
+
+
+@pytest.mark.parametrize("payload,error", [
+    (b"", errors.VideoUndecodable),
+    (b"\x00\x01garbage" * 1000, errors.VideoUndecodable),
+])
+def test_garbage_is_undecodable(payload, error):
+    with pytest.raises(error):
+        decode_sample(payload, 8, 128, 128, LIMITS)
+
+
+def test_truncated_file_is_a_4xx(frames):
+    data = encode(frames, "h264")
+    for cut in (len(data) // 10, len(data) // 2):
+        try:
+            out, _ = decode_sample(data[:cut], 8, 128, 128, LIMITS)
+        except errors.ServiceError as exc:
+            assert exc.status < 500
+        else:  # a truncated stream may still yield frames; then they must be well-formed
+            assert out.shape == (8, 128, 128, 3)
+
+
+def test_still_image_is_refused():
+    data = (sources.__file__.rsplit("/", 2)[0] + "/examples/path.jpg")
+    with pytest.raises(errors.VideoUndecodable, match="still image"):
+        decode_sample(open(data, "rb").read(), 8, 128, 128, LIMITS)
+
+
+def test_audio_only_has_no_video_stream():
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 8000, 0, Fraction(1, 8000)
+        for p in stream.encode(frame):
+            out.mux(p)
+        for p in stream.encode():
+            out.mux(p)
+    with pytest.raises(errors.NoVideoStream):
+        decode_sample(buf.getvalue(), 8, 128, 128, LIMITS)
+
+
+def test_limits(frames):
+    data = encode(frames, "h264")
+    with pytest.raises(errors.VideoTooLong):
+        decode_sample(data, 8, 128, 128, DecodeLimits(10**8, max_duration_s=1.0, max_frames=10**6))
+    with pytest.raises(errors.VideoTooManyPixels):
+        decode_sample(data, 8, 128, 128, DecodeLimits(max_pixels=320 * 100, max_duration_s=60, max_frames=10**6))
+    with pytest.raises(errors.VideoTooManyFrames):
+        decode_sample(data, 8, 128, 128, DecodeLimits(10**8, max_duration_s=60, max_frames=10))
+
+
+def test_npy_tensor_path(frames):
+    buf = io.BytesIO()
+    np.save(buf, frames[:20])
+    out = sources.tensor_sample(buf.getvalue(), 8, 128, 128, 10**7, 1000)
+    assert out.shape == (8, 128, 128, 3)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((4, 8, 8, 3), dtype=np.float32),
+    np.zeros((4, 8, 8), dtype=np.uint8),
+    np.zeros((0, 8, 8, 3), dtype=np.uint8),
+])
+def test_npy_wrong_shape_or_dtype(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    with pytest.raises(errors.InvalidTensor):
+        sources.tensor_sample(buf.getvalue(), 8, 128, 128, 10**7, 1000)
+
+
+def test_pickled_npy_is_refused_not_unpickled():
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    assert pickle.dumps(1)  # (pickle exists; np.load must not use it)
+    with pytest.raises(errors.InvalidTensor):
+        sources.tensor_sample(buf.getvalue(), 8, 128, 128, 10**7, 1000)
+
+
+def test_paths_restricted_to_allowed_roots(tmp_path):
+    root = tmp_path / "renders"
+    root.mkdir()
+    (root / "ok.mp4").write_bytes(b"x" * 10)
+    (tmp_path / "secret.mp4").write_bytes(b"y" * 10)
+    (root / "link.mp4").symlink_to(tmp_path / "secret.mp4")
+    roots = [str(root)]
+    assert sources.from_path(str(root / "ok.mp4"), roots, 100).data == b"x" * 10
+    with pytest.raises(errors.PathNotAllowed):
+        sources.from_path(str(root / ".." / "secret.mp4"), roots, 100)
+    with pytest.raises(errors.PathNotAllowed):
+        sources.from_path(str(root / "link.mp4"), roots, 100)
+    with pytest.raises(errors.PathNotAllowed):
+        sources.from_path("/etc/passwd", roots, 100)
+    with pytest.raises(errors.PathNotFound):
+        sources.from_path(str(root / "missing.mp4"), roots, 100)
+    with pytest.raises(errors.VideoTooLarge):
+        sources.from_path(str(root / "ok.mp4"), roots, 5)
+    with pytest.raises(errors.UnsupportedSource):
+        sources.from_path(str(root / "ok.mp4"), [], 100)

@@ -1,0 +1,131 @@
+"""The shipped proxy checkpoint: contract, exact antisymmetry, manifest, and real-photo preferences.
+
+The preference checks use photos from the held-out TEST split of the training recipe (never trained on):
+tests/assets/rocket.jpg (SpaceX, public domain) and chelsea.jpg (CC0), 360-px downscales of
+scikit-image 0.26.0's bundled skimage/data images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
+from service.model.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
+from service.model.network import DIMENSIONS, AesRMProxy
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    torch.set_num_threads(2)
+    return load_proxy()
+
+
+def _photo(name: str) -> list:
+    with av.open(str(ASSETS / f"{name}.jpg")) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    return [img, img]  # both pyramid levels: the photo is already small
+
+
+def _camera(img: np.ndarray) -> dict:
+    """A fixed slow pan over the middle of the photo at 256x144."""
+    h, w = img.shape[:2]
+    cw = w * 0.6
+    return {"size": (256, 144), "c0": np.array([w * 0.45, h / 2]), "c1": np.array([w * 0.55, h / 2]),
+            "cw0": cw, "cw1": cw * 1.05, "src": (w, h), "roll": 0.0}
+
+
+def test_checkpoint_files_and_manifest(proxy):
+    model, m = proxy
+    assert DEFAULT_CHECKPOINT.is_file() and DEFAULT_CHECKPOINT.with_suffix(".json").is_file()
+    assert DEFAULT_CHECKPOINT.stat().st_size < 5_000_000
+    assert m["model_id"] == "aesrm-proxy" and m["trained"] is True and m["version"]
+    assert m["checkpoint_sha256"] == hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest()
+    assert (m["frames"], m["height"], m["width"]) == (8, 128, 128)
+    assert tuple(m["criteria"]) == model.config.criteria == CRITERIA and len(CRITERIA) <= 15
+    assert tuple(m["criterion_dimension"]) == CRITERION_DIMENSION
+    assert set(CRITERION_DIMENSION) == set(DIMENSIONS)
+    for key in ("data_hash", "seed", "training", "sources", "metrics"):
+        assert m[key], key
+    test = m["metrics"]["test"]
+    assert set(test["dimensions"]) == set(DIMENSIONS) and set(test["criteria"]) == set(CRITERIA)
+    assert test["order_consistency"] == 1.0
+    files = {s: {f["id"] for f in m["sources"][s]} for s in ("train", "val", "test")}
+    assert files["test"] and not (files["test"] & files["train"]) and not (files["val"] & files["train"])
+    assert all(f["license"] and f["package"] for s in m["sources"].values() for f in s)
+
+
+def test_contract_shapes(proxy):
+    model, _ = proxy
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    with torch.inference_mode():
+        dim, crit = model(a, b)
+        emb = model.encode(torch.cat([a, b]))
+        dim2, crit2 = model.heads(emb[:2], emb[2:])
+        wts = model.dimension_weights()
+    assert dim.shape == (2, 3) and crit.shape == (2, len(CRITERIA)) and emb.shape == (4, model.config.embed_dim)
+    assert torch.allclose(dim, dim2, atol=1e-4) and torch.allclose(crit, crit2, atol=1e-4)
+    # dimension logits are a non-negative combination of their own criteria's logits
+    assert (wts >= 0).all()
+    for d, row in zip(DIMENSIONS, wts):
+        assert all(float(x) == 0.0 for x, cd in zip(row, CRITERION_DIMENSION) if cd != d)
+    assert torch.allclose(dim, crit @ wts.t(), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["trained", "untrained"])
+def test_antisymmetry_exact(proxy, which):
+    model = proxy[0] if which == "trained" else untrained_proxy(seed=3)[0]
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(0, 256, (3, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, (3, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    with torch.inference_mode():
+        d_ab, c_ab = model(a, b)
+        d_ba, c_ba = model(b, a)
+        d_aa, _ = model(a, a)
+    assert torch.equal(d_ba, -d_ab) and torch.equal(c_ba, -c_ab)
+    assert torch.equal(d_aa, torch.zeros_like(d_aa))
+
+
+def test_untrained_proxy_is_marked():
+    model, m = untrained_proxy(seed=0)
+    assert isinstance(model, AesRMProxy) and m["trained"] is False and not model.training
+    assert m["criteria"] == list(CRITERIA)
+
+
+@pytest.mark.parametrize("photo", ["rocket", "chelsea"])
+@pytest.mark.parametrize("criterion,strength", [("sharpness", 0.8), ("noise", 0.8), ("exposure", 0.8),
+                                                ("frame_stutter", 0.8)])
+def test_prefers_unedited_held_out_clip(proxy, photo, criterion, strength):
+    """Unedited real clip vs a strongly edited copy: the edited criterion's dimension prefers the original."""
+    model, _ = proxy
+    levels = _photo(photo)
+    cam = _camera(levels[0])
+    x = camera_frames(levels, cam, {})
+    clean = finish(x, {})
+    edited = finish(x, {criterion: (strength, 7, -1.0)})
+    assert clean.shape == (8, 128, 128, 3) and clean.dtype == np.uint8
+    with torch.inference_mode():
+        dim, crit = model(torch.from_numpy(clean[None]), torch.from_numpy(edited[None]))
+    d = DIMENSIONS.index(CRITERION_DIMENSION[CRITERIA.index(criterion)])
+    assert dim[0, d] > 0 and crit[0, CRITERIA.index(criterion)] > 0
+
+
+def test_data_stream_is_seeded():
+    """A training group depends only on its seed: same seed, same pixels; graded pairs really differ."""
+    class Src:
+        levels = _photo("rocket")
+
+    a, c1, st1 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
+    b, c2, st2 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
+    assert c1 == c2 and st1 == st2 and np.array_equal(a, b)
+    assert a.shape == (3, 8, 128, 128, 3) and a.dtype == np.uint8
+    assert st1[0] < st1[1] < st1[2] and not np.array_equal(a[0], a[2])

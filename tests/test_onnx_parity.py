@@ -1,0 +1,40 @@
+"""ONNX export of the shipped proxy matches PyTorch (onnxruntime, CPU) at batch 1 and 3: the TensorRT path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from service.model.checkpoint import load_proxy
+from service.model.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def test_onnx_parity(tmp_path):
+    out = tmp_path / "aesrm-proxy.onnx"
+    export_main(["--out", str(out)])
+    model_proto = onnx.load(str(out))
+    onnx.checker.check_model(model_proto)
+    assert model_proto.opset_import[0].version == 17
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["model_id"] == "aesrm-proxy" and manifest["onnx_outputs"] == OUTPUT_NAMES
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == INPUT_NAMES
+    assert [o.name for o in sess.get_outputs()] == OUTPUT_NAMES
+    model, _ = load_proxy()
+    rng = np.random.default_rng(0)
+    for batch in (1, 3):
+        a = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
+        b = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
+        dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})
+        with torch.inference_mode():
+            tdim, tcrit = model(torch.from_numpy(a), torch.from_numpy(b))
+        assert dim.shape == (batch, 3) and crit.shape == (batch, len(model.config.criteria))
+        assert np.abs(dim - tdim.numpy()).max() < 1e-4
+        assert np.abs(crit - tcrit.numpy()).max() < 1e-4

@@ -1,0 +1,200 @@
+"""The gateway through a REAL tritonserver (nvidia-pytriton's bundled binary, python backend, CPU).
+
+One server per module, started from a copy of model_repository/aesrm_proxy whose parameters are synced to
+the checkpoint the embedded backend loads (the shipped one, or the seed-0 untrained proxy before it
+exists), so both backends must give the same logits. Covers: contract discovery from Triton's config,
+scores equal to the embedded backend (gRPC and system shared memory, chunks beyond max_batch_size), the
+/v1/pair and /v1/group routes, and Triton dying mid-test -> 503 + Retry-After, then recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.metrics import Metrics
+from service.triton_launcher import REPO_ROOT, TritonServer
+from tests.conftest import running_app, test_settings
+
+pytest.importorskip("pytriton")
+pytest.importorskip("tritonclient.grpc.aio")
+
+
+def _trained_checkpoint() -> bool:
+    from service.model.checkpoint import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT.is_file()
+
+
+@pytest.fixture(scope="module")
+def triton(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("model_repository")
+    shutil.copytree(REPO_ROOT / "model_repository" / "aesrm_proxy", repo / "aesrm_proxy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sync = [sys.executable, str(REPO_ROOT / "model_repository" / "sync_config.py"), "--repo", str(repo)]
+    subprocess.run(sync + ([] if _trained_checkpoint() else ["--untrained"]), check=True, cwd=REPO_ROOT)
+    server = TritonServer(repo, models=["aesrm_proxy"], log_path=repo / "triton.log")
+    try:
+        server.start(timeout_s=120)
+    except Exception as exc:
+        pytest.fail(f"tritonserver did not start: {exc}")
+    yield server
+    server.stop()
+
+
+def _settings(triton: TritonServer, **kw) -> Settings:
+    return test_settings(**{"backend": "triton", "triton_url": triton.grpc_url, "triton_timeout_s": 10.0,
+                            "triton_retries": 2, **kw})
+
+
+def _embedded_settings() -> Settings:
+    return test_settings(allow_untrained=True)
+
+
+@pytest.fixture(scope="module")
+async def embedded():
+    from service.backends.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(_embedded_settings(), Metrics())
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+def _videos(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n, 1, 128, 128, 3), dtype=np.int16)
+    noise = rng.integers(-20, 20, (n, 8, 128, 128, 3), dtype=np.int16)  # frame-to-frame change
+    return np.clip(base + noise * np.arange(1, n + 1).reshape(n, 1, 1, 1, 1), 0, 255).astype(np.uint8)
+
+
+async def test_contract_discovered_from_triton_equals_embedded(triton, embedded):
+    from service.backends.triton import TritonBackend
+
+    backend = TritonBackend(_settings(triton), Metrics())
+    await backend.start()
+    try:
+        assert await backend.ready()
+        assert backend.contract() == embedded.contract()  # T/H/W, criteria, id, version, checkpoint, trained
+    finally:
+        await backend.close()
+
+
+@pytest.mark.parametrize("shm", [False, True], ids=["grpc", "shared_memory"])
+async def test_scores_equal_embedded(triton, embedded, shm):
+    from service.backends.triton import TritonBackend
+
+    videos = _videos(6)
+    rng = np.random.default_rng(1)
+    pairs = np.concatenate([np.array([[0, 1], [1, 0], [2, 5], [5, 2]]),
+                            rng.integers(0, 6, (70, 2))])  # 74 pairs > max_batch_size 64: two chunks
+    backend = TritonBackend(_settings(triton, triton_shared_memory=shm), Metrics())
+    await backend.start()
+    try:
+        got = await backend.score(videos, pairs)
+        again = await backend.score(videos[:2], np.array([[0, 1]]))  # regions reused
+    finally:
+        await backend.close()
+    want = await embedded.score(videos, pairs)
+    assert got.dimension.shape == (74, 3) and got.criteria.shape == want.criteria.shape
+    np.testing.assert_allclose(got.dimension, want.dimension, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got.criteria, want.criteria, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(again.dimension[0], want.dimension[0], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got.dimension[1], -got.dimension[0], atol=1e-5)  # antisymmetric heads
+
+
+async def test_deadline_is_a_504_not_retried_and_unknown_model_is_unavailable(triton):
+    from service import errors
+    from service.backends.triton import TritonBackend
+
+    backend = TritonBackend(_settings(triton), Metrics())
+    await backend.start()
+    try:
+        backend._s = backend._s.model_copy(update={"triton_timeout_s": 0.001})
+        with pytest.raises(errors.BackendTimeout):
+            await backend.score(_videos(2), np.array([[0, 1]]))
+    finally:
+        await backend.close()
+    missing = TritonBackend(_settings(triton, triton_model="no_such_model"), Metrics())
+    with pytest.raises(errors.BackendUnavailable):
+        await missing.start()
+    assert not await missing.ready()
+    await missing.close()
+
+
+def _b64(data: bytes) -> dict:
+    return {"base64": base64.b64encode(data).decode()}
+
+
+async def test_pair_and_group_routes_through_triton_equal_embedded(triton, clips):
+    pair = {"a": _b64(clips["clean"]), "b": _b64(clips["noisy"]), "both_orders": True}
+    group = {"videos": [_b64(clips[k]) for k in ("clean", "blurry", "dark", "vp9")], "aggregation": "bradley_terry"}
+    out = {}
+    for name, settings in (("triton", _settings(triton)), ("embedded", _embedded_settings())):
+        async with running_app(settings) as (client, _):
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            r1 = await client.post("/v1/pair", json=pair)
+            r2 = await client.post("/v1/group", json=group)
+            assert r1.status_code == 200, r1.text
+            assert r2.status_code == 200, r2.text
+            out[name] = (ready.json(), r1.json(), r2.json())
+    (t_ready, t_pair, t_group), (e_ready, e_pair, e_group) = out["triton"], out["embedded"]
+    assert t_pair["model"]["backend"] == "triton" and e_pair["model"]["backend"] == "embedded"
+    for k in ("id", "version", "checkpoint", "trained", "frames", "height", "width"):
+        assert t_pair["model"][k] == e_pair["model"][k]
+    for k in ("VA", "VF", "VP", "overall"):
+        assert t_pair["preference"][k] == pytest.approx(e_pair["preference"][k], abs=1e-4)
+    for k in ("VA", "VF", "VP"):
+        assert t_pair["logits"][k] == pytest.approx(e_pair["logits"][k], abs=1e-3)
+    assert t_pair["timings_ms"]["inference_ms"] > 0
+    assert [r["index"] for r in t_group["results"]] == [r["index"] for r in e_group["results"]]
+    for t, e in zip(t_group["results"], e_group["results"]):
+        assert t["reward"] == pytest.approx(e["reward"], abs=1e-3)
+    assert t_group["pairs_scored"] == e_group["pairs_scored"]
+
+
+async def test_triton_down_gives_503_with_retry_after_then_recovers(triton, clips):
+    """Runs last: kills the module's server, checks 503/readiness, restarts it on the same ports."""
+    first = {"a": _b64(clips["clean"]), "b": _b64(clips["dark"])}
+    during = {"a": _b64(clips["other"]), "b": _b64(clips["av1"])}  # not cached: must reach the backend
+    after = {"a": _b64(clips["vp9"]), "b": _b64(clips["blurry"])}
+    from service.backends.triton import TritonBackend
+
+    shm = TritonBackend(_settings(triton, triton_shared_memory=True), Metrics())
+    await shm.start()
+    async with running_app(_settings(triton, triton_retries=1)) as (client, _):
+        assert (await client.post("/v1/pair", json=first)).status_code == 200
+        before = await shm.score(_videos(2, seed=5), np.array([[0, 1]]))
+        triton.kill()
+        try:
+            r = await client.post("/v1/pair", json=during)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "backend_unavailable"
+            assert int(r.headers["Retry-After"]) >= 1
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 503 and "Retry-After" in ready.headers
+            cached = await client.post("/v1/pair", json=first)  # cache still answers while Triton is down
+            assert cached.status_code == 200 and cached.json()["cache"] == "hit"
+        finally:
+            triton.start(timeout_s=120)
+        for _ in range(40):  # gRPC reconnect backoff is capped at 2 s by the backend
+            if (await client.get("/health/ready")).status_code == 200:
+                break
+            await asyncio.sleep(0.25)
+        assert (await client.get("/health/ready")).status_code == 200
+        r = await client.post("/v1/pair", json=after)
+        assert r.status_code == 200, r.text
+        assert (await client.post("/v1/pair", json=during)).status_code == 200
+    try:  # a restarted Triton forgot the shared-memory registrations: the backend registers them again
+        after_shm = await shm.score(_videos(2, seed=5), np.array([[0, 1]]))
+        np.testing.assert_allclose(after_shm.dimension, before.dimension, atol=1e-5)
+    finally:
+        await shm.close()

@@ -11,7 +11,8 @@ import numpy as np
 
 
 def sigmoid(x: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+    """1 / (1 + e^-x) without overflow for extreme logits (hostile inputs can produce them)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
 
 
 def debias(l_ab: np.ndarray, l_ba: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from service import errors
 from service.contract import PairLogits
+from service.lifecycle import stop_tasks
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop_tasks([self._task])
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():

@@ -113,7 +113,7 @@ class RedisCache:
                 pipe.set(key, orjson.dumps(value), ex=self._ttl)
             await asyncio.wait_for(pipe.execute(), self._timeout * 2)
         except (RedisError, OSError, asyncio.TimeoutError):
-            self._failed(0)
+            self._failed(len(entries))  # counted: an outage first seen on a write must show on dashboards
 
     async def ping(self) -> bool:
         try:

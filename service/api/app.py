@@ -20,6 +20,7 @@ from service.backends import build_backend
 from service.cache import build_cache
 from service.config import Settings, get_settings
 from service.contract import ScorerBackend
+from service.lifecycle import stop_tasks
 from service.metrics import Metrics
 from service.reward import RewardService
 from service.scoring import ScoringPipeline
@@ -97,8 +98,7 @@ class AppState:
         return ok
 
     async def close(self) -> None:
-        if self._starter:
-            self._starter.cancel()
+        await stop_tasks([self._starter])
         with contextlib.suppress(Exception):
             await self.explain.close()
         with contextlib.suppress(Exception):

@@ -35,6 +35,7 @@ from service.explain.evidence import TIE_BAND, proxy_explanation
 from service.explain.jobs import JobStore, build_store, is_terminal
 from service.explain.schemas import ExplainResult
 from service.ingest.sources import LoadedInput
+from service.lifecycle import stop_tasks
 from service.metrics import Metrics
 from service.scoring import ScoringPipeline
 
@@ -118,9 +119,7 @@ class ExplainService:
                          for n in range(self.settings.explain_workers)]
 
     async def close(self) -> None:
-        for w in self._workers:
-            w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        await stop_tasks(self._workers)
         pending = [j.job_id for j in _drain(self._queue)]
         with contextlib.suppress(Exception):  # best effort: tell pollers instead of leaving "queued" forever
             await asyncio.wait_for(asyncio.gather(*(

@@ -17,7 +17,7 @@ import torch
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
 from service.model.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
-from service.model.network import DIMENSIONS, AesRMProxy
+from service.model.network import _LUMA, DIMENSIONS, AesRMProxy, ProxyConfig, _orientation
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -129,3 +129,37 @@ def test_data_stream_is_seeded():
     assert c1 == c2 and st1 == st2 and np.array_equal(a, b)
     assert a.shape == (3, 8, 128, 128, 3) and a.dtype == np.uint8
     assert st1[0] < st1[1] < st1[2] and not np.array_equal(a[0], a[2])
+
+
+def test_orientation_features_track_camera_roll():
+    """The 1.1.0 edge-orientation statistics on a real held-out photo: axis alignment (cos 4θ) falls and
+    rotation magnitude (|sin 4θ|) rises monotonically as the camera rolls further."""
+    levels = _photo("rocket")
+    cam = _camera(levels[0])
+    feats = []
+    for s in (0.0, 0.3, 0.6, 1.0):
+        x = finish(camera_frames(levels, cam, {"composition_tilt": (s, 7, 1.0)} if s else {}), {})
+        raw = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+        feats.append(_orientation(raw, torch.tensor(_LUMA).view(1, 3, 1, 1) / 255.0).mean(0))
+    alignment, rotation = [float(f[0]) for f in feats], [float(f[1]) for f in feats]
+    assert all(a > b for a, b in zip(alignment, alignment[1:])), alignment
+    assert all(a < b for a, b in zip(rotation, rotation[1:])), rotation
+
+
+def test_tilted_held_out_clip_loses(proxy):
+    model, _ = proxy
+    levels = _photo("rocket")
+    cam = _camera(levels[0])
+    level = finish(camera_frames(levels, cam, {}), {})
+    tilted = finish(camera_frames(levels, cam, {"composition_tilt": (1.0, 7, 1.0)}), {})
+    with torch.inference_mode():
+        dim, crit = model(torch.from_numpy(level[None]), torch.from_numpy(tilted[None]))
+    assert dim[0, DIMENSIONS.index("VA")] > 0 and crit[0, CRITERIA.index("composition_tilt")] > 0
+
+
+def test_checkpoints_from_before_orientation_features_still_load():
+    """A 1.0.0 config has no `orientation` key: it must rebuild the 1.0.0 architecture, not the new one."""
+    old = {k: v for k, v in ProxyConfig().to_dict().items() if k != "orientation"}
+    cfg = ProxyConfig.from_dict(old)
+    assert cfg.orientation is False
+    assert AesRMProxy(cfg).frame_proj[0].in_features == AesRMProxy(ProxyConfig()).frame_proj[0].in_features - 8

@@ -15,7 +15,7 @@ import torch
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v1.pt"
 

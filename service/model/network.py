@@ -32,12 +32,14 @@ class ProxyConfig:
     diff_widths: tuple[int, ...] = (16, 24, 32)  # frame-difference CNN stages
     frame_dim: int = 96
     embed_dim: int = 96
+    orientation: bool = True  # edge-orientation statistics per frame (tilt / roll); added in 1.1.0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
+        d = {"orientation": False, **d}  # checkpoints written before the field existed did not have it
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -45,6 +47,41 @@ def _mean_std(x: torch.Tensor) -> list[torch.Tensor]:
     """Spatial mean and std of [M, C, H, W] (one pass; aten::std is slow on CPU)."""
     m = x.mean((2, 3))
     return [m, ((x * x).mean((2, 3)) - m * m).clamp_min(1e-6).sqrt()]
+
+
+ORIENTATION_FEATURES = 8
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _orientation(frames: torch.Tensor, luma_w: torch.Tensor) -> torch.Tensor:
+    """uint8-valued float frames [M, 3, H, W] -> [M, 8] edge-orientation statistics at H/2 and H/4.
+
+    Pooled mean/std statistics are blind to a rotated horizon; these are not. With gradient (gx, gy) at
+    angle θ, `|g|^4 cos 4θ = gx^4 - 6 gx^2 gy^2 + gy^4` is largest when edges lie along the frame axes and
+    falls as the camera rolls; `|g|^4 sin 4θ = 4 gx gy (gx^2 - gy^2)` takes the sign of the roll (its
+    magnitude is used: a tilt either way is a tilt). Each is averaged with |g|^4 and |g|^2 weights (strong
+    lines vs all texture). Letterbox bars (exact black) and their edges are masked out. `luma_w`: [1, 3, 1, 1]
+    Rec.601 weights / 255.
+    """
+    luma = F.avg_pool2d((frames * luma_w).sum(1, keepdim=True), 2)  # half resolution: the scale of horizons
+    valid = -F.max_pool2d(-(frames.amax(1, keepdim=True) > 0).to(frames.dtype), 2)
+    valid = -F.max_pool2d(-valid, 5, stride=1, padding=2)  # erode: no bar edges
+    out = []
+    for _ in range(2):
+        gx = luma[..., 1:-1, 2:] - luma[..., 1:-1, :-2]
+        gy = luma[..., 2:, 1:-1] - luma[..., :-2, 1:-1]
+        v = valid[..., 1:-1, 1:-1]
+        a, b = gx * gx, gy * gy
+        e2 = (a + b) * v
+        c4 = (a * a - 6 * a * b + b * b) * v  # |g|^4 cos 4θ
+        s4 = 4 * gx * gy * (a - b) * v  # |g|^4 sin 4θ
+        d4 = (e2 * e2).sum((1, 2, 3)) + 1e-10
+        d2 = e2.sum((1, 2, 3)) + 1e-6
+        r2 = 1.0 / (a + b + 1e-6)  # |g|^2-weighted: divide the |g|^4 terms by |g|^2
+        out += [c4.sum((1, 2, 3)) / d4, s4.sum((1, 2, 3)).abs() / d4,
+                (c4 * r2).sum((1, 2, 3)) / d2, (s4 * r2).sum((1, 2, 3)).abs() / d2]
+        luma, valid = F.avg_pool2d(luma, 2), -F.max_pool2d(-valid, 2)
+    return torch.stack(out, 1)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -59,10 +96,13 @@ class AesRMProxy(nn.Module):
         self.config = config
         self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1) * 255)
         self.register_buffer("inv_std", 1 / (torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1) * 255))
+        self.register_buffer("luma_w", torch.tensor(_LUMA).view(1, 3, 1, 1) / 255.0, persistent=False)
         w = config.widths
         self.frame_cnn = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((3,) + w[:-1], w)])
         # mean and std of every stage: global tone/colour from early stages, texture energy from all
-        self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6, config.frame_dim), nn.ReLU(inplace=True))
+        n_orient = ORIENTATION_FEATURES if config.orientation else 0
+        self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6 + n_orient, config.frame_dim),
+                                        nn.ReLU(inplace=True))
         dw = config.diff_widths
         self.diff_cnn = nn.Sequential(*[_block(c_in, c_out) for c_in, c_out in zip((3,) + dw[:-1], dw)])
         fd = config.frame_dim
@@ -80,20 +120,24 @@ class AesRMProxy(nn.Module):
         """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
         return self.dim_mask * F.softplus(self.dim_raw)[None]
 
-    def _frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [M, 3, H, W] normalised -> [M, frame_dim] from multi-scale mean/std statistics."""
+    def _frame_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """raw: [M, 3, H, W] float 0..255 -> [M, frame_dim] from multi-scale mean/std statistics (and
+        edge orientation)."""
+        x = (raw - self.mean) * self.inv_std
         stats = _mean_std(x)
         for blk in self.frame_cnn:
             x = blk(x)
             stats += _mean_std(x)
+        if self.config.orientation:
+            stats.append(_orientation(raw, self.luma_w) * 10.0)  # O(0.1) values brought to the scale of the others
         return self.frame_proj(torch.cat(stats, 1))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, T, H, W, 3] -> float embedding [N, D]."""
         n, t, h, w, _ = frames.shape
-        x = frames.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
-        x = (x - self.mean) * self.inv_std
-        f = self._frame_features(x).view(n, t, -1)
+        raw = frames.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
+        f = self._frame_features(raw).view(n, t, -1)
+        x = (raw - self.mean) * self.inv_std
         xs = F.avg_pool2d(x, 2).view(n, t, 3, h // 2, w // 2)
         d = (xs[:, 1:] - xs[:, :-1]).reshape(n * (t - 1), 3, h // 2, w // 2)
         dstat = torch.cat([d.mean((2, 3)), d.abs().mean((2, 3))], 1)

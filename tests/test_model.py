@@ -17,7 +17,7 @@ import torch
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
 from service.model.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
-from service.model.network import _LUMA, DIMENSIONS, AesRMProxy, ProxyConfig, _orientation
+from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, _orientation
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -140,7 +140,7 @@ def test_orientation_features_track_camera_roll():
     for s in (0.0, 0.3, 0.6, 1.0):
         x = finish(camera_frames(levels, cam, {"composition_tilt": (s, 7, 1.0)} if s else {}), {})
         raw = torch.from_numpy(x).permute(0, 3, 1, 2).float()
-        feats.append(_orientation(raw, torch.tensor(_LUMA).view(1, 3, 1, 1) / 255.0).mean(0))
+        feats.append(_orientation(raw).mean(0))
     alignment, rotation = [float(f[0]) for f in feats], [float(f[1]) for f in feats]
     assert all(a > b for a, b in zip(alignment, alignment[1:])), alignment
     assert all(a < b for a, b in zip(rotation, rotation[1:])), rotation

@@ -50,36 +50,37 @@ def _mean_std(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 ORIENTATION_FEATURES = 8
-_LUMA = (0.299, 0.587, 0.114)
+LUMA_KERNEL = (torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) / (255.0 * 4)).expand(1, 3, 2, 2).contiguous()
+"""Rec.601 luma of 0..255 RGB, averaged over 2x2 blocks: one strided conv (a sum + pool over channels-last
+frames costs 10x more)."""
 
 
-def _orientation(frames: torch.Tensor, luma_w: torch.Tensor) -> torch.Tensor:
+def _orientation(frames: torch.Tensor, luma_k: torch.Tensor = LUMA_KERNEL) -> torch.Tensor:
     """uint8-valued float frames [M, 3, H, W] -> [M, 8] edge-orientation statistics at H/2 and H/4.
 
     Pooled mean/std statistics are blind to a rotated horizon; these are not. With gradient (gx, gy) at
     angle θ, `|g|^4 cos 4θ = gx^4 - 6 gx^2 gy^2 + gy^4` is largest when edges lie along the frame axes and
     falls as the camera rolls; `|g|^4 sin 4θ = 4 gx gy (gx^2 - gy^2)` takes the sign of the roll (its
     magnitude is used: a tilt either way is a tilt). Each is averaged with |g|^4 and |g|^2 weights (strong
-    lines vs all texture). Letterbox bars (exact black) and their edges are masked out. `luma_w`: [1, 3, 1, 1]
-    Rec.601 weights / 255.
+    lines vs all texture). Letterbox bars (exact black) and their edges are masked out.
     """
-    luma = F.avg_pool2d((frames * luma_w).sum(1, keepdim=True), 2)  # half resolution: the scale of horizons
+    luma = F.conv2d(frames, luma_k, stride=2)  # half resolution: the scale of horizons
     valid = -F.max_pool2d(-(frames.amax(1, keepdim=True) > 0).to(frames.dtype), 2)
     valid = -F.max_pool2d(-valid, 5, stride=1, padding=2)  # erode: no bar edges
     out = []
     for _ in range(2):
-        gx = luma[..., 1:-1, 2:] - luma[..., 1:-1, :-2]
-        gy = luma[..., 2:, 1:-1] - luma[..., :-2, 1:-1]
-        v = valid[..., 1:-1, 1:-1]
-        a, b = gx * gx, gy * gy
-        e2 = (a + b) * v
-        c4 = (a * a - 6 * a * b + b * b) * v  # |g|^4 cos 4θ
-        s4 = 4 * gx * gy * (a - b) * v  # |g|^4 sin 4θ
-        d4 = (e2 * e2).sum((1, 2, 3)) + 1e-10
-        d2 = e2.sum((1, 2, 3)) + 1e-6
-        r2 = 1.0 / (a + b + 1e-6)  # |g|^2-weighted: divide the |g|^4 terms by |g|^2
+        v = valid[..., 1:-1, 1:-1]  # 0/1, so masking the gradient masks every product of it
+        gx = (luma[..., 1:-1, 2:] - luma[..., 1:-1, :-2]) * v
+        gy = (luma[..., 2:, 1:-1] - luma[..., :-2, 1:-1]) * v
+        a, b, p = gx * gx, gy * gy, gx * gy
+        e, u = a + b, a - b  # |g|^2 and |g|^2 cos 2θ
+        c4 = u * u - 4 * p * p  # |g|^4 cos 4θ
+        s4 = 4 * p * u  # |g|^4 sin 4θ
+        r = 1.0 / (e + 1e-6)  # |g|^2-weighted: divide the |g|^4 terms by |g|^2
+        d4 = (e * e).sum((1, 2, 3)) + 1e-10
+        d2 = e.sum((1, 2, 3)) + 1e-6
         out += [c4.sum((1, 2, 3)) / d4, s4.sum((1, 2, 3)).abs() / d4,
-                (c4 * r2).sum((1, 2, 3)) / d2, (s4 * r2).sum((1, 2, 3)).abs() / d2]
+                (c4 * r).sum((1, 2, 3)) / d2, (s4 * r).sum((1, 2, 3)).abs() / d2]
         luma, valid = F.avg_pool2d(luma, 2), -F.max_pool2d(-valid, 2)
     return torch.stack(out, 1)
 
@@ -96,7 +97,7 @@ class AesRMProxy(nn.Module):
         self.config = config
         self.register_buffer("mean", torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1) * 255)
         self.register_buffer("inv_std", 1 / (torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1) * 255))
-        self.register_buffer("luma_w", torch.tensor(_LUMA).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer("luma_k", LUMA_KERNEL.clone(), persistent=False)
         w = config.widths
         self.frame_cnn = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((3,) + w[:-1], w)])
         # mean and std of every stage: global tone/colour from early stages, texture energy from all
@@ -120,24 +121,23 @@ class AesRMProxy(nn.Module):
         """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
         return self.dim_mask * F.softplus(self.dim_raw)[None]
 
-    def _frame_features(self, raw: torch.Tensor) -> torch.Tensor:
-        """raw: [M, 3, H, W] float 0..255 -> [M, frame_dim] from multi-scale mean/std statistics (and
-        edge orientation)."""
-        x = (raw - self.mean) * self.inv_std
+    def _frame_features(self, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """x: [M, 3, H, W] normalised, raw: the same frames 0..255 -> [M, frame_dim] from multi-scale
+        mean/std statistics (and edge orientation)."""
         stats = _mean_std(x)
         for blk in self.frame_cnn:
             x = blk(x)
             stats += _mean_std(x)
         if self.config.orientation:
-            stats.append(_orientation(raw, self.luma_w) * 10.0)  # O(0.1) values brought to the scale of the others
+            stats.append(_orientation(raw, self.luma_k) * 10.0)  # O(0.1) values brought to the scale of the others
         return self.frame_proj(torch.cat(stats, 1))
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, T, H, W, 3] -> float embedding [N, D]."""
         n, t, h, w, _ = frames.shape
         raw = frames.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
-        f = self._frame_features(raw).view(n, t, -1)
         x = (raw - self.mean) * self.inv_std
+        f = self._frame_features(x, raw).view(n, t, -1)
         xs = F.avg_pool2d(x, 2).view(n, t, 3, h // 2, w // 2)
         d = (xs[:, 1:] - xs[:, :-1]).reshape(n * (t - 1), 3, h // 2, w // 2)
         dstat = torch.cat([d.mean((2, 3)), d.abs().mean((2, 3))], 1)

@@ -30,7 +30,7 @@ RUN pip install --upgrade pip \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install ".[model]"
+RUN pip install ".[server,model]"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

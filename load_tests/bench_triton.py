@@ -2,7 +2,7 @@
 
     .venv/bin/python -m load_tests.bench_triton [--requests 60] [--concurrency 16] [--shared-memory]
 
-Starts a real tritonserver (service.triton_launcher) with aesrm_proxy and the gateway (uvicorn, real HTTP,
+Starts a real tritonserver (service.tools.triton_launcher) with aesrm_proxy and the gateway (uvicorn, real HTTP,
 AESRM_BACKEND=triton) in a subprocess, then measures on the SAME frames (raw uint8 .npy tensors already at
 the model's T x H x W, so the gateway's decode is minimal and the comparison isolates the gateway):
 1. latency p50/p99 of POST /v1/pair (both orders = 2 rows) vs a direct gRPC infer of the same 2 rows;
@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.triton_launcher import REPO_ROOT, TritonServer, free_port
+from service.tools.triton_launcher import REPO_ROOT, TritonServer, free_port
 
 
 def _pct(xs: list[float], q: float) -> float:

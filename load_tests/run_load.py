@@ -64,7 +64,7 @@ class Stack:
                    AESRM_REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0", AESRM_ALLOW_UNTRAINED="true",
                    AESRM_API_KEY_HASHES=json.dumps([hashlib.sha256(KEY.encode()).hexdigest()]),
                    PYTHONPATH=str(ROOT), **self.extra_env)
-        self.server = subprocess.Popen([sys.executable, "-m", "load_tests.standin"], env=env, cwd=ROOT,
+        self.server = subprocess.Popen([sys.executable, "-m", "service.api.app"], env=env, cwd=ROOT,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.procs.append(self.server)
         deadline = time.time() + 90

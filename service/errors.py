@@ -1,15 +1,10 @@
-"""Typed errors: each carries a machine-readable code and its HTTP status; mapped to responses in one place.
+"""Typed errors: each carries a machine-readable code and its HTTP status (mapped to responses in one place,
+service.api.error_handlers; this module stays free of any web framework so the engine can raise them).
 
 Bad input is always a 4xx with a code; capacity/back-end trouble is 429/503/504 with Retry-After.
 """
 
 from __future__ import annotations
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 
 class ServiceError(Exception):
     status: int = 400
@@ -60,45 +55,9 @@ BackendUnavailable = _error("BackendUnavailable", 503, "backend_unavailable", "S
 BackendTimeout = _error("BackendTimeout", 504, "backend_timeout", "Scoring backend too slow.")
 BackendError = _error("BackendError", 502, "backend_error", "Backend answered with an error.")
 
-_RETRYABLE_DEFAULT = {429: 1.0, 503: 2.0, 504: 1.0}
+RETRY_AFTER_DEFAULT_S = {429: 1.0, 503: 2.0, 504: 1.0}
 
 
-def error_response(exc: ServiceError) -> JSONResponse:
-    headers = {}
-    retry = exc.retry_after_s if exc.retry_after_s is not None else _RETRYABLE_DEFAULT.get(exc.status)
-    if retry is not None:
-        headers["Retry-After"] = str(max(1, round(retry)))
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="aesrm"'
-    return JSONResponse({"error": exc.payload()}, status_code=exc.status, headers=headers)
-
-
-def install_handlers(app: FastAPI, on_error=None) -> None:
-    """Every error leaves the service through here, so codes and metrics stay consistent."""
-
-    def note(code: str) -> None:
-        if on_error is not None:
-            on_error(code)
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        note(exc.code)
-        return error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        note("invalid_request")
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        body = {"error": {"code": "invalid_request", "message": "request does not match schema", "details": details}}
-        return JSONResponse(body, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        note(code)
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        note("internal")
-        return JSONResponse({"error": {"code": "internal", "message": type(exc).__name__}}, status_code=500)
+def retry_after_s(exc: ServiceError) -> float | None:
+    """Seconds a client should wait before retrying, or None when retrying will not help."""
+    return exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_DEFAULT_S.get(exc.status)

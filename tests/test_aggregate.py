@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from service import aggregate
+from service.engine import aggregate
 
 
 def test_bradley_terry_two_items_is_half_the_logit():

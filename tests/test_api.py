@@ -8,7 +8,7 @@ import base64
 import numpy as np
 import pytest
 
-from service.aggregate import sigmoid
+from service.engine.aggregate import sigmoid
 from service.contract import PairLogits
 from tests.conftest import metric_value, running_app, test_settings
 

@@ -106,7 +106,7 @@ async def test_submit_poll_sse_and_result(api, clips):
     assert body["created_at"] <= body["started_at"] <= body["finished_at"] < body["expires_at"]
     res = body["result"]
     assert res == events[-2][2]  # SSE result == polled result
-    contract = app.state.aesrm.backend.contract()
+    contract = app.state.engine.backend.contract()
     assert res["source"] == "proxy_heads" and "model-derived" in res["disclaimer"].lower()
     assert "not free-form generation" in res["reasoning"]
     assert set(res["dimensions"]) == {"VA", "VF", "VP"}

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
-    """tritonserver (service.triton_launcher) with a temp repository holding only aesrm_cot."""
+    """tritonserver (service.tools.triton_launcher) with a temp repository holding only aesrm_cot."""
     try:
-        from service.triton_launcher import TritonServer, prepare_server
+        from service.tools.triton_launcher import TritonServer, prepare_server
 
         prepare_server()
     except (ImportError, RuntimeError) as exc:

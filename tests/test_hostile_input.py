@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from load_tests.standin import make_backend
 from service import errors
 from service.examples import encode, pan_frames, photo
 from service.ingest.decode import DecodeLimits, decode_sample
@@ -177,7 +176,7 @@ async def test_crafted_files_through_http(crafted, clips, tmp_path):
     (tmp_path / "ok.mp4").write_bytes(clips["clean"])
     (tmp_path / "link").symlink_to("/etc/passwd")
     rss0 = rss_mb()
-    async with running_app(s, make_backend(s)) as (client, _):
+    async with running_app(s, None) as (client, _):
         for name, data in crafted.items():
             for filename in ("x.mp4", "../../../../etc/passwd", "..\\..\\boot.ini"):
                 r = await client.post("/v1/pair/upload", files={"a": (filename, data), "b": ("b.mp4", clips["dark"])})
@@ -288,7 +287,7 @@ async def test_fuzz_http_upload_route(seeds, clips):
     rng = random.Random(7)  # seeded mutations: hypothesis does not drive async tests here
     peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss0 = rss_mb()
-    async with running_app(s, make_backend(s)) as (client, _):
+    async with running_app(s, None) as (client, _):
         for k in range(n):
             base = bytearray(rng.choice(seeds))
             for _ in range(rng.randint(1, 4)):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
-from service.model.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
+from service.training.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, _orientation
 
 ASSETS = Path(__file__).parent / "assets"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from service.model.checkpoint import load_proxy
-from service.model.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main
+from service.training.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

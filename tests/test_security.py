@@ -7,8 +7,7 @@ import time
 
 import redis
 
-from load_tests.standin import make_backend
-from service.security import RateLimiter, check_key, hash_key
+from service.api.security import RateLimiter, check_key, hash_key
 from tests.conftest import RedisServer, running_app, test_settings
 
 KEY, OTHER = "k-live-3f9c2a", "k-other-77aa01"
@@ -34,7 +33,7 @@ def test_check_key_matches_only_configured_digests():
 
 async def test_scoring_routes_need_a_valid_bearer_key(clips):
     s = settings()
-    async with running_app(s, make_backend(s)) as (client, _):
+    async with running_app(s, None) as (client, _):
         files = lambda: {"a": ("a.mp4", clips["clean"]), "b": ("b.mp4", clips["noisy"])}  # noqa: E731
         for headers in ({}, auth("wrong"), {"Authorization": f"Basic {KEY}"}, {"Authorization": "Bearer"},
                         {"Authorization": KEY}):
@@ -53,7 +52,7 @@ async def test_scoring_routes_need_a_valid_bearer_key(clips):
 async def test_every_v1_route_is_protected(clips):
     """Generic guard: any /v1 route (scoring, model info, explanations once mounted) refuses anonymous calls."""
     s = settings()
-    async with running_app(s, make_backend(s)) as (client, app):
+    async with running_app(s, None) as (client, app):
         paths = {p: ops for p, ops in app.openapi()["paths"].items() if p.startswith("/v1")}
         assert len(paths) >= 5
         for template, ops in paths.items():
@@ -66,7 +65,7 @@ async def test_every_v1_route_is_protected(clips):
 
 async def test_health_and_metrics_auth_is_configurable():
     s = settings(auth_health=True, auth_metrics=True)
-    async with running_app(s, make_backend(s)) as (client, _):
+    async with running_app(s, None) as (client, _):
         for path in ("/health/live", "/health/ready", "/metrics"):
             assert (await client.get(path)).status_code == 401
             assert (await client.get(path, headers=auth(KEY))).status_code == 200
@@ -74,13 +73,13 @@ async def test_health_and_metrics_auth_is_configurable():
 
 async def test_auth_off_when_no_hashes_configured(clips):
     s = test_settings(allow_untrained=True)
-    async with running_app(s, make_backend(s)) as (client, _):
+    async with running_app(s, None) as (client, _):
         assert (await client.get("/v1/model")).status_code == 200
 
 
 async def test_per_key_rate_limit_in_redis(redis_url):
     s = settings(redis_url=redis_url, rate_limit_per_minute=3)
-    async with running_app(s, make_backend(s)) as (client, app):
+    async with running_app(s, None) as (client, app):
         codes = [(await client.get("/v1/model", headers=auth(KEY))).status_code for _ in range(5)]
         assert codes == [200, 200, 200, 429, 429]
         r = await client.get("/v1/model", headers=auth(KEY))
@@ -96,7 +95,7 @@ async def test_rate_limit_is_shared_across_replicas_through_redis(redis_url):
     s = settings(redis_url=redis_url, rate_limit_per_minute=4)
     key = "k-shared-" + str(time.time_ns())
     s.api_key_hashes = [hash_key(key)]
-    async with running_app(s, make_backend(s)) as (c1, _), running_app(s, make_backend(s)) as (c2, _):
+    async with running_app(s, None) as (c1, _), running_app(s, None) as (c2, _):
         codes = [(await c.get("/v1/model", headers=auth(key))).status_code for c in (c1, c2, c1, c2, c1, c2)]
     assert codes == [200, 200, 200, 200, 429, 429]
 
@@ -106,7 +105,7 @@ async def test_rate_limit_fails_open_to_a_local_window_when_redis_dies():
     limit; no 5xx, no per-request Redis timeout after the first failure."""
     server = RedisServer().start()
     s = settings(redis_url=server.url, rate_limit_per_minute=5, redis_retry_after_s=30)
-    async with running_app(s, make_backend(s)) as (client, app):
+    async with running_app(s, None) as (client, app):
         assert (await client.get("/v1/model", headers=auth(KEY))).status_code == 200  # counted in Redis
         server.stop()
         t = time.perf_counter()

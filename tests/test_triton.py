@@ -20,7 +20,7 @@ import pytest
 
 from service.config import Settings
 from service.metrics import Metrics
-from service.triton_launcher import REPO_ROOT, TritonServer
+from service.tools.triton_launcher import REPO_ROOT, TritonServer
 from tests.conftest import running_app, test_settings
 
 pytest.importorskip("pytriton")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.triton_launcher import REPO_ROOT, TritonServer
+from service.tools.triton_launcher import REPO_ROOT, TritonServer
 
 pytest.importorskip("pytriton")
 pytest.importorskip("transformers")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from service.backends.triton import contract_from_config
-from service.triton_launcher import REPO_ROOT
+from service.tools.triton_launcher import REPO_ROOT
 
 REPO = REPO_ROOT / "model_repository"
 
@@ -95,7 +95,7 @@ def test_trt_build_script_onnx_half(tmp_path):
 
 
 def test_launcher_cli_prints_the_recipe():
-    out = subprocess.run([sys.executable, "-m", "service.triton_launcher", "--print-command", "--grpc-port", "18001"],
+    out = subprocess.run([sys.executable, "-m", "service.tools.triton_launcher", "--print-command", "--grpc-port", "18001"],
                          check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert "LD_LIBRARY_PATH=" in out and "--grpc-port=18001" in out and "--load-model=aesrm_proxy" in out
     assert "--model-control-mode=explicit" in out and "--backend-directory=" in out

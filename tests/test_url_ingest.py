@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from load_tests.standin import make_backend
 from service import errors
 from service.ingest import fetch_url as fu
 from tests.conftest import running_app, test_settings
@@ -182,11 +181,11 @@ async def test_url_inputs_through_the_api(web, clips):
     base, _ = web
     body = {"a": {"url": base + "/video"}, "b": {"base64": __import__("base64").b64encode(clips["dark"]).decode()}}
     st = s()
-    async with running_app(st, make_backend(st)) as (client, _):
+    async with running_app(st, None) as (client, _):
         r = await client.post("/v1/pair", json=body)
         assert r.status_code == 200, r.text
     st = s(url_allowlist=[])
-    async with running_app(st, make_backend(st)) as (client, _):
+    async with running_app(st, None) as (client, _):
         r = await client.post("/v1/pair", json=body)
         assert r.status_code == 403 and r.json()["error"] == {
             "code": "url_not_allowed", "message": r.json()["error"]["message"], "item": "a"}
@@ -194,5 +193,5 @@ async def test_url_inputs_through_the_api(web, clips):
         r = await client.post("/v1/group", json={"videos": [body["a"], body["b"], body["b"]]})
         assert r.status_code == 200 and r.json()["results"][0]["error"]["code"] == "url_not_allowed"
     st = s(url_ingest=False)
-    async with running_app(st, make_backend(st)) as (client, _):
+    async with running_app(st, None) as (client, _):
         assert (await client.post("/v1/pair", json=body)).json()["error"]["code"] == "unsupported_source"

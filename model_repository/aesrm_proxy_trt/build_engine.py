@@ -41,11 +41,11 @@ def _load(checkpoint: str | None, untrained: bool):
 
 def export_onnx(out: Path, checkpoint: str | None, untrained: bool = False) -> None:
     if untrained:  # CPU plumbing check only: random weights
-        from service.model.export_onnx import export
+        from service.training.export_onnx import export
 
         export(_load(None, True), out)
         return
-    cmd = [sys.executable, "-m", "service.model.export_onnx", "--out", str(out)]
+    cmd = [sys.executable, "-m", "service.training.export_onnx", "--out", str(out)]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)

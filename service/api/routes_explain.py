@@ -10,18 +10,15 @@ import orjson
 from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service import errors
-from service.api.routes_score import _read
+from service.api.security import require_api_key
+from service.api.state import get_engine
+from service.api.uploads import read_upload
+from service.engine.engine import Engine
 from service.explain.schemas import ExplainRequest, JobAccepted, JobInfo, JobLinks
 from service.schemas import ErrorResponse
-from service.security import require_api_key
 
 router = APIRouter(prefix="/v1/explain", tags=["explanations"], dependencies=[Depends(require_api_key)])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
-
-
-def _svc(request: Request):
-    return request.app.state.aesrm.explain
 
 
 def _links(job_id: str) -> JobLinks:
@@ -29,31 +26,26 @@ def _links(job_id: str) -> JobLinks:
     return JobLinks(self=base, events=f"{base}/events", cancel=base)
 
 
-async def _submit(request: Request, a, b, ids: tuple[str | None, str | None]) -> JSONResponse:
-    state = request.app.state.aesrm
-    loaded = await state.reward.fetch_all([a, b], ["a", "b"])  # same validation/limits as the fast path
-    for x in loaded:
-        if isinstance(x, errors.ServiceError):
-            raise x
-    meta = {"a": {"digest": loaded[0].digest, "id": ids[0]}, "b": {"digest": loaded[1].digest, "id": ids[1]}}
-    rec, created = await state.explain.submit(loaded[0], loaded[1], meta)
+async def _submit(engine: Engine, a, b, ids: tuple[str | None, str | None]) -> JSONResponse:
+    rec, created = await engine.explain(a, b, ids)
     body = JobAccepted(job_id=rec["job_id"], status=rec["status"], reused=not created, links=_links(rec["job_id"]))
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self})
 
 
 @router.post("", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-async def submit_explanation(body: ExplainRequest, request: Request) -> JSONResponse:
+async def submit_explanation(body: ExplainRequest, engine: Engine = Depends(get_engine)) -> JSONResponse:
     """Queue an explanation of A vs B (base64 / allowed paths / URLs). Identical requests reuse the live job
     or its cached result (`reused: true`). 429 + Retry-After when the explanation queue is full."""
-    return await _submit(request, body.a, body.b, (body.a.id, body.b.id))
+    return await _submit(engine, body.a, body.b, (body.a.id, body.b.id))
 
 
 @router.post("/upload", status_code=202, response_model=JobAccepted, responses=_ERRORS)
-async def submit_explanation_upload(request: Request, a: UploadFile = File(...),
-                                    b: UploadFile = File(...)) -> JSONResponse:
+async def submit_explanation_upload(a: UploadFile = File(...), b: UploadFile = File(...),
+                                    engine: Engine = Depends(get_engine)) -> JSONResponse:
     """Same as POST /v1/explain with the two videos uploaded as multipart parts `a` and `b`."""
-    limit = request.app.state.aesrm.settings.max_video_bytes
-    return await _submit(request, await _read(a, limit, "a"), await _read(b, limit, "b"), (a.filename, b.filename))
+    limit = engine.settings.max_video_bytes
+    return await _submit(engine, await read_upload(a, limit, "a"), await read_upload(b, limit, "b"),
+                         (a.filename, b.filename))
 
 
 def _info(rec: dict) -> JobInfo:
@@ -63,21 +55,22 @@ def _info(rec: dict) -> JobInfo:
 
 
 @router.get("/{job_id}", response_model=JobInfo, responses=_ERRORS)
-async def get_explanation(job_id: str, request: Request) -> JobInfo:
+async def get_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Status (queued/running/succeeded/failed/cancelled) and, once succeeded, the result.
     404 job_not_found for unknown ids and for jobs past their TTL (the message says which)."""
-    return _info(await _svc(request).get(job_id))
+    return _info(await engine.explanations.get(job_id))
 
 
 @router.delete("/{job_id}", response_model=JobInfo, responses=_ERRORS)
-async def cancel_explanation(job_id: str, request: Request) -> JobInfo:
+async def cancel_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Cancel a queued or running job (idempotent on a cancelled one); 409 if it already finished."""
-    return _info(await _svc(request).cancel(job_id))
+    return _info(await engine.explanations.cancel(job_id))
 
 
 @router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})
 async def explanation_events(job_id: str, request: Request, after: int | None = Query(None, ge=-1),
-                             last_event_id: str | None = Header(None)) -> StreamingResponse:
+                             last_event_id: str | None = Header(None),
+                             engine: Engine = Depends(get_engine)) -> StreamingResponse:
     """Server-Sent Events, in order: `status` (queued, running), `progress` {stage, fraction}, `text` {chunk
     per criterion}, then `result` (the full result) or `error`, then `end` {status}. Each event has an
     `id`; reconnect with `Last-Event-ID` (or `?after=`) to resume without repeats."""
@@ -85,8 +78,7 @@ async def explanation_events(job_id: str, request: Request, after: int | None = 
     resume = after if after is not None else (int(last_event_id) if (last_event_id or "").isdigit() else None)
     if resume is not None:
         start = resume + 1
-    svc = _svc(request)
-    stream = svc.stream(job_id, start)
+    stream = engine.explanations.stream(job_id, start)
     first = await anext(stream, None)  # raises 404 now, before headers are sent
 
     async def body():

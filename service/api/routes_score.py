@@ -1,13 +1,16 @@
-"""Reward routes: pairwise and group scoring, as JSON (base64 / paths) or multipart uploads."""
+"""Reward routes: pairwise and group scoring, as JSON (base64 / paths / URLs) or multipart uploads."""
 
 from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from service import errors
-from service.security import require_api_key
+from service.api.security import require_api_key
+from service.api.state import get_engine
+from service.api.uploads import read_upload
+from service.engine.engine import Engine
 from service.schemas import ErrorResponse, GroupOptions, GroupRequest, GroupResponse, PairRequest, PairResponse
 
 router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
@@ -15,53 +18,41 @@ router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
 
 
-def _service(request: Request):
-    return request.app.state.aesrm.reward
-
-
-async def _read(upload: UploadFile, limit: int, label) -> bytes:
-    """Read an upload, refusing (413) as soon as it is larger than the per-video limit."""
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise errors.VideoTooLarge(f"upload exceeds max_video_bytes={limit}", item=label)
-    return data
-
-
 @router.post("/pair", response_model=PairResponse, responses=_ERRORS)
-async def score_pair(body: PairRequest, request: Request) -> PairResponse:
+async def score_pair(body: PairRequest, engine: Engine = Depends(get_engine)) -> PairResponse:
     """P(A preferred over B) per dimension for two videos given as base64 or allowed paths."""
-    return await _service(request).pair(body.a, body.b, body.both_orders)
+    return await engine.pair(body.a, body.b, body.both_orders)
 
 
 @router.post("/pair/upload", response_model=PairResponse, responses=_ERRORS)
-async def score_pair_upload(request: Request, a: UploadFile = File(...), b: UploadFile = File(...),
-                            both_orders: bool | None = Form(None)) -> PairResponse:
+async def score_pair_upload(a: UploadFile = File(...), b: UploadFile = File(...),
+                            both_orders: bool | None = Form(None),
+                            engine: Engine = Depends(get_engine)) -> PairResponse:
     """Same as /v1/pair with the two files uploaded as multipart parts `a` and `b`."""
-    limit = request.app.state.aesrm.settings.max_video_bytes
-    return await _service(request).pair(await _read(a, limit, "a"), await _read(b, limit, "b"), both_orders)
+    limit = engine.settings.max_video_bytes
+    return await engine.pair(await read_upload(a, limit, "a"), await read_upload(b, limit, "b"), both_orders)
 
 
 @router.post("/group", response_model=GroupResponse, responses=_ERRORS)
-async def score_group(body: GroupRequest, request: Request) -> GroupResponse:
+async def score_group(body: GroupRequest, engine: Engine = Depends(get_engine)) -> GroupResponse:
     """Per-video rewards for a GRPO group: all pairs (both orders by default), aggregated by
     Bradley-Terry or win-rate; or each candidate against `reference`. Bad items get an error entry."""
-    return await _service(request).group(body.videos, [v.id for v in body.videos], body.reference,
-                                         body.aggregation, body.both_orders)
+    return await engine.group(body.videos, [v.id for v in body.videos], body.reference,
+                              body.aggregation, body.both_orders)
 
 
 @router.post("/group/upload", response_model=GroupResponse, responses=_ERRORS)
-async def score_group_upload(request: Request, videos: list[UploadFile] = File(...),
-                             reference: UploadFile | None = File(None),
-                             options: str = Form("{}", description="GroupOptions as JSON")) -> GroupResponse:
+async def score_group_upload(videos: list[UploadFile] = File(...), reference: UploadFile | None = File(None),
+                             options: str = Form("{}", description="GroupOptions as JSON"),
+                             engine: Engine = Depends(get_engine)) -> GroupResponse:
     """Same as /v1/group with the candidates uploaded as repeated `videos` parts."""
     try:
         opts = GroupOptions.model_validate(json.loads(options))
     except (ValueError, TypeError) as exc:
         raise errors.InvalidRequest(f"options: {str(exc)[:300]}") from exc
-    settings = request.app.state.aesrm.settings
+    settings = engine.settings
     if len(videos) > settings.max_group_size:
         raise errors.GroupSize(f"group size {len(videos)} > max_group_size={settings.max_group_size}")
-    items = [await _read(v, settings.max_video_bytes, n) for n, v in enumerate(videos)]
-    ref = await _read(reference, settings.max_video_bytes, "reference") if reference is not None else None
-    return await _service(request).group(items, [v.filename for v in videos], ref, opts.aggregation,
-                                         opts.both_orders)
+    items = [await read_upload(v, settings.max_video_bytes, n) for n, v in enumerate(videos)]
+    ref = await read_upload(reference, settings.max_video_bytes, "reference") if reference is not None else None
+    return await engine.group(items, [v.filename for v in videos], ref, opts.aggregation, opts.both_orders)

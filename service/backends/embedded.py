@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from service import errors
-from service.batching import MicroBatcher
+from service.backends.batching import MicroBatcher
 from service.config import Settings
 from service.contract import DIMENSIONS, ModelContract, PairLogits
 from service.metrics import Metrics

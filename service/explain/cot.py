@@ -18,7 +18,8 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from service import aggregate, errors
+from service import errors
+from service.engine import aggregate
 from service.config import Settings
 from service.contract import DIMENSIONS
 from service.explain.evidence import TIE_BAND, reasoning_sections, render, verdict

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import aggregate
+from service.engine import aggregate
 from service.contract import ModelContract
 from service.explain.schemas import CriterionVerdict, ExplainModel, ExplainResult, ReasoningSection, Verdict
 

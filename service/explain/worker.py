@@ -37,7 +37,7 @@ from service.explain.schemas import ExplainResult
 from service.ingest.sources import LoadedInput
 from service.lifecycle import stop_tasks
 from service.metrics import Metrics
-from service.scoring import ScoringPipeline
+from service.engine.pipeline import ScoringPipeline
 
 log = logging.getLogger(__name__)
 

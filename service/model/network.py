@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.model.data import CRITERIA, CRITERION_DIMENSION
+from service.model.criteria import CRITERIA, CRITERION_DIMENSION
 
 DIMENSIONS = ("VA", "VF", "VP")
 

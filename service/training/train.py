@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
-from service.model.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
-from service.model.evaluate import EVAL_SEED, evaluate_groups, test_metrics
+from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
+from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
-from service.model.sources import cache_dir, data_hash, load_sources, sources_manifest
+from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1234, "val_per_criterion": 6, "test_per_criterion": 40}
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),
     }
     saved = save_checkpoint(model, args.out, manifest)
-    from service.model.evaluate import print_report
+    from service.training.evaluate import print_report
     print_report(test, "test split")
     print(f"saved {args.out} sha256={saved['checkpoint_sha256'][:12]} in {duration:.0f}s")
 

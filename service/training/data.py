@@ -21,13 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from service.ingest.frames import fit_array
+from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 
-CRITERIA: tuple[str, ...] = (
-    "exposure", "contrast", "color_cast", "saturation", "composition_tilt",      # VA
-    "sharpness", "noise", "compression_artifacts",                              # VF
-    "temporal_flicker", "frame_stutter", "motion_jitter", "structural_warping",  # VP
-)
-CRITERION_DIMENSION: tuple[str, ...] = ("VA",) * 5 + ("VF",) * 3 + ("VP",) * 4
 T, H, W = 8, 128, 128
 CLIP_SIZES = ((320, 180), (256, 144), (288, 216), (256, 192), (240, 240), (192, 256), (180, 320), (320, 240))
 MAX_ROLL = math.radians(15.0)  # rotation margin reserved in every camera path (tilt + shake fit inside)

@@ -8,7 +8,7 @@ lives in one place.
 
 CLI::
 
-    python -m service.triton_launcher --model-repository model_repository --grpc-port 8001 \
+    python -m service.tools.triton_launcher --model-repository model_repository --grpc-port 8001 \
         --load-model aesrm_proxy            # blocks until Ctrl-C; prints the gRPC url once ready
 """
 
@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = ("aesrm_proxy",)
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from service.model.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups
+from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups
 from service.model.network import DIMENSIONS
 
 EVAL_SEED = 20260101  # fixed: the test set is the same for every model
@@ -107,7 +107,7 @@ def test_metrics(model, sources: list, per_criterion: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, manifest_path
-    from service.model.sources import load_sources
+    from service.training.sources import load_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))

@@ -71,7 +71,7 @@ async def bench_group(settings: Settings, groups: int) -> dict:
     app = create_app(settings)
     vids = [[_clip(4, seed=1000 * g + k) for k in range(8)] for g in range(groups + 1)]
     async with app.router.lifespan_context(app):
-        state = app.state.aesrm
+        state = app.state.engine
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
             async def one(g):

@@ -23,6 +23,7 @@ from fastapi import Request
 from redis.exceptions import RedisError
 
 from service import errors
+from service.api.state import app_settings
 from service.config import Settings
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class RateLimiter:
 
 def limiter_for(request: Request) -> RateLimiter | None:
     """One limiter per app (created on first use; closed by the app's lifespan if registered there)."""
-    settings: Settings = request.app.state.aesrm.settings
+    settings: Settings = app_settings(request)
     if settings.rate_limit_per_minute <= 0:
         return None
     limiter = getattr(request.app.state, "rate_limiter", None)
@@ -110,7 +111,7 @@ def limiter_for(request: Request) -> RateLimiter | None:
 
 def _authenticate(request: Request) -> str | None:
     """Identity for rate limiting: the key's digest prefix, or the client address when auth is off."""
-    settings: Settings = request.app.state.aesrm.settings
+    settings: Settings = app_settings(request)
     if not settings.api_key_hashes:
         return None
     match = check_key(bearer(request), settings.api_key_hashes)
@@ -133,12 +134,12 @@ async def require_api_key(request: Request) -> None:
 
 
 async def require_key_for_health(request: Request) -> None:
-    if request.app.state.aesrm.settings.auth_health:
+    if app_settings(request).auth_health:
         _authenticate(request)
 
 
 async def require_key_for_metrics(request: Request) -> None:
-    if request.app.state.aesrm.settings.auth_metrics:
+    if app_settings(request).auth_metrics:
         _authenticate(request)
 
 

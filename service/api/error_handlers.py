@@ -1,0 +1,57 @@
+"""Every error leaves the HTTP service through here, so codes, headers and the error counter stay consistent.
+
+ServiceError -> its status and code (Retry-After on 429/503/504, WWW-Authenticate on 401); schema errors ->
+422 invalid_request with details; Starlette's 404/405 -> not_found / method_not_allowed; anything else ->
+500 internal (a bug: never the answer to bad input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ServiceError, retry_after_s
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    headers = {}
+    retry = retry_after_s(exc)
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, round(retry)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="aesrm"'
+    return JSONResponse({"error": exc.payload()}, status_code=exc.status, headers=headers)
+
+
+def install_handlers(app: FastAPI, on_error: Callable[[str], None] | None = None) -> None:
+    def note(code: str) -> None:
+        if on_error is not None:
+            on_error(code)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        note(exc.code)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        note("invalid_request")
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        body = {"error": {"code": "invalid_request", "message": "request does not match schema", "details": details}}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        note(code)
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        note("internal")
+        return JSONResponse({"error": {"code": "internal", "message": type(exc).__name__}}, status_code=500)

@@ -1,0 +1,45 @@
+"""Fetch stage: turn each request input (uploaded bytes, base64, allowed path, URL) into a LoadedInput.
+
+Limits and policy (size, allowed roots, URL guard) are applied here, the same for the fast reward path and
+the explanation path. A bad item comes back as its ServiceError (not raised) so a group can report it per
+item; anything else is a bug and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from service import errors
+from service.config import Settings
+from service.ingest.sources import LoadedInput, from_bytes, load_ref
+from service.metrics import Metrics
+from service.schemas import VideoRef
+
+Input = VideoRef | bytes  # JSON reference or uploaded bytes
+
+
+async def fetch_input(item: Input, settings: Settings, label: str | int) -> LoadedInput:
+    if isinstance(item, bytes):
+        return from_bytes(item, settings.max_video_bytes, item=label)
+    if item.url is not None:
+        if not settings.url_ingest:
+            raise errors.UnsupportedSource("url inputs are disabled (set AESRM_URL_INGEST)", item=label)
+        from service.ingest.fetch_url import fetch_url  # only when URL ingest is on
+
+        data = await fetch_url(item.url, settings, item=label)
+        return from_bytes(data, settings.max_video_bytes, origin="url", item=label)
+    return await asyncio.to_thread(load_ref, item, settings, label)
+
+
+async def fetch_all(items: list[Input], labels: list, settings: Settings,
+                    metrics: Metrics) -> list[LoadedInput | errors.ServiceError]:
+    """All inputs concurrently; per-item ServiceErrors are returned in place of the input."""
+    t = time.perf_counter()
+    got = await asyncio.gather(*(fetch_input(x, settings, lab) for x, lab in zip(items, labels)),
+                               return_exceptions=True)
+    metrics.stage("ingest", time.perf_counter() - t)
+    for g in got:
+        if isinstance(g, BaseException) and not isinstance(g, errors.ServiceError):
+            raise g
+    return list(got)

@@ -1,0 +1,1 @@
+"""Command-line tools around the service: benchmark, demo (the README's main job), Triton launcher."""

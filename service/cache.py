@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import orjson
@@ -33,20 +34,19 @@ class ScoreCache(Protocol):
 
     async def set_many(self, entries: dict[str, dict]) -> None: ...
 
-    async def ping(self) -> bool: ...
-
     async def close(self) -> None: ...
 
 
 class LRUCache:
     """In-process fallback; per-replica, so only for single-process use or tests."""
 
-    def __init__(self, size: int, ttl_s: float, metrics: Metrics) -> None:
+    def __init__(self, size: int, ttl_s: float, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._data: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        self._size, self._ttl, self._metrics = size, ttl_s, metrics
+        self._size, self._ttl, self._metrics, self._clock = size, ttl_s, metrics, clock
 
     async def get_many(self, keys: list[str]) -> list[dict | None]:
-        now, out = time.monotonic(), []
+        now, out = self._clock(), []
         for key in keys:
             hit = self._data.get(key)
             if hit and hit[0] > now:
@@ -58,15 +58,12 @@ class LRUCache:
         return out
 
     async def set_many(self, entries: dict[str, dict]) -> None:
-        expires = time.monotonic() + self._ttl
+        expires = self._clock() + self._ttl
         for key, value in entries.items():
             self._data[key] = (expires, value)
             self._data.move_to_end(key)
         while len(self._data) > self._size:
             self._data.popitem(last=False)
-
-    async def ping(self) -> bool:
-        return True
 
     async def close(self) -> None:
         self._data.clear()
@@ -114,12 +111,6 @@ class RedisCache:
             await asyncio.wait_for(pipe.execute(), self._timeout * 2)
         except (RedisError, OSError, asyncio.TimeoutError):
             self._failed(len(entries))  # counted: an outage first seen on a write must show on dashboards
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self._client.ping(), self._timeout * 2))
-        except (RedisError, OSError, asyncio.TimeoutError):
-            return False
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(2, ge=1, description="Intra-op threads for embedded inference.")
     max_batch_videos: int = Field(64, ge=1, description="Micro-batch: most distinct videos per forward.")
     max_batch_wait_ms: float = Field(2.0, ge=0, description="Micro-batch: how long to wait for company.")
-    queue_size: int = Field(64, ge=1, description="Bounded backend queue (requests); full -> 429.")
+    queue_size: int = Field(64, ge=1, description="Scoring calls waiting for the backend (micro-batch queue, or "
+                                               "a free Triton call slot), same on both backends; full -> 429.")
     inference_timeout_s: float = Field(30.0, gt=0)
 
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(10.0, gt=0)
     triton_retries: int = Field(2, ge=0, description="Retries on transient gRPC errors only.")
     triton_shared_memory: bool = Field(False, description="Use system shared memory (co-located only).")
+    triton_max_concurrency: int = Field(16, ge=1, description="Inference calls in flight to Triton at once "
+                                                              "(also the shared-memory region count).")
 
     # --- ingest limits ---
     max_video_bytes: int = Field(64 * 1024 * 1024, ge=1)
@@ -45,6 +48,7 @@ class Settings(BaseSettings):
     max_group_size: int = Field(32, ge=2)
     allowed_roots: list[str] = Field(default_factory=list, description="Dirs path inputs may come from.")
     decode_workers: int = Field(4, ge=1, description="Bounded PyAV decode thread pool.")
+    decode_queue_size: int = Field(256, ge=1, description="Videos waiting for a decode thread; full -> 429.")
 
     # --- scoring ---
     both_orders: bool = Field(True, description="Ask each pair as (A,B) and (B,A) by default.")

@@ -39,12 +39,25 @@ class ModelContract:
 
 
 @dataclass
+class BackendTiming:
+    """How one score() call spent its time, filled by every backend (cf. TEI's InferMetadata).
+
+    queue_ms: waiting for the backend (micro-batch queue, or a free Triton call slot); inference_ms: the
+    forward / the remote inference calls; batch_videos: distinct videos in the forward that served it.
+    """
+
+    queue_ms: float = 0.0
+    inference_ms: float = 0.0
+    batch_videos: int = 0
+
+
+@dataclass
 class PairLogits:
-    """Backend output for P pairs: dimension logits [P, 3] and optional criterion logits [P, C]."""
+    """Backend output for P pairs: dimension logits [P, D] and optional criterion logits [P, C]."""
 
     dimension: np.ndarray
     criteria: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    timing: BackendTiming = field(default_factory=BackendTiming)
 
 
 @runtime_checkable

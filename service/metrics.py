@@ -31,7 +31,13 @@ class Metrics:
             "aesrm_cache_requests_total", "Cache lookups by result", ["result"], registry=r)
         self.in_flight = Gauge("aesrm_in_flight_requests", "Requests being served", registry=r)
         self.errors = Counter("aesrm_errors_total", "Error responses by code", ["code"], registry=r)
-        self.queue_depth = Gauge("aesrm_queue_depth", "Requests waiting for the scoring backend", registry=r)
+        self.queue_depth = Gauge("aesrm_queue_depth", "Scoring calls waiting for the backend (both backends)",
+                                 registry=r)
+        self.dropped = Counter(
+            "aesrm_requests_dropped_total", "Work dropped because its caller had gone: client_disconnected "
+            "(request cancelled) or cancelled_before_inference (backend job skipped)", ["reason"], registry=r)
+        for reason in ("client_disconnected", "cancelled_before_inference"):
+            self.dropped.labels(reason)
         self.backend_ready = Gauge("aesrm_backend_ready", "1 when backend and model are ready", registry=r)
         self.order_disagreement = Histogram(
             "aesrm_order_disagreement", "|P(A>B) - (1 - P(B>A))| per pair, both-order mode",
@@ -42,6 +48,12 @@ class Metrics:
         self.explain_duration = Histogram(
             "aesrm_explain_job_duration_seconds", "Explanation job run time", buckets=LATENCY_BUCKETS,
             registry=r)
+
+    def registry_text(self) -> str:
+        """The exposition text of this registry (what /metrics serves)."""
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
 
     def stage(self, name: str, seconds: float) -> None:
         self.stage_duration.labels(name).observe(seconds)

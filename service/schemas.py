@@ -57,6 +57,10 @@ class ModelInfo(BaseModel):
 
 
 class DimensionScores(BaseModel):
+    """One value per dimension of the model contract, plus the weighted overall. VA/VF/VP are the public
+    dimensions every AesRM model has; a model with more dimensions adds them as extra keys."""
+
+    model_config = ConfigDict(extra="allow")
     VA: float
     VF: float
     VP: float

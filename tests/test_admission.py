@@ -93,3 +93,58 @@ async def test_without_a_cap_every_request_of_the_burst_is_admitted(clips):
     lat = [x for c, x, _ in res if c == 200]
     print(f"\nno cap: 200={len(lat)} p50={pct(lat, 50):.1f} p99={pct(lat, 99):.1f}ms")
     assert len(lat) == len(res)
+
+
+async def test_admission_refusals_are_labelled_with_their_route_not_unmatched(clips):
+    s = test_settings(allow_untrained=True, max_in_flight=1)
+    async with running_app(s, None) as (client, app):
+        adm = find_admission(app)
+        adm.in_flight = 1  # saturated
+        try:
+            r = await client.post("/v1/group", json={"videos": [{"base64": "AA=="}, {"base64": "AA=="}]})
+            assert r.status_code == 429
+        finally:
+            adm.in_flight = 0
+        text = (await client.get("/metrics")).text
+    assert metric_value(text, "aesrm_request_duration_seconds_count", route="/v1/group", status="429") == 1
+    assert metric_value(text, "aesrm_request_duration_seconds_count", route="unmatched") == 0
+
+
+async def test_a_client_that_disconnects_cancels_its_request_before_inference(clips):
+    """ASGI-level disconnect after the body was sent: the handler is cancelled while the backend call waits,
+    the backend never runs the job, and the drop is counted."""
+    import base64
+    import json
+
+    from service.backends import build_backend
+    from service.metrics import Metrics
+    from tests.fakes import DelayedBackend
+
+    s = test_settings(allow_untrained=True)
+    backend = DelayedBackend(build_backend(s, Metrics()), delay_s=60.0)
+    async with running_app(s, backend) as (client, app):
+        body = json.dumps({"a": {"base64": base64.b64encode(clips["clean"]).decode()},
+                           "b": {"base64": base64.b64encode(clips["dark"]).decode()}}).encode()
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/pair", "raw_path": b"/v1/pair", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"test"),
+                                              (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("test", 80)}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        sent = []
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            while backend.calls == 0:  # the request reached the backend: now the client goes away
+                await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope, receive, send), 60)
+        assert backend.calls == 1 and backend.cancelled == 1  # dropped while waiting, not run
+        assert not [m for m in sent if m["type"] == "http.response.start"]  # nobody to answer
+        text = (await client.get("/metrics")).text
+    assert metric_value(text, "aesrm_requests_dropped_total", reason="client_disconnected") == 1

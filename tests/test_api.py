@@ -219,7 +219,7 @@ class PositionBiased:
 
     async def score(self, videos, pairs):
         out = await self.inner.score(videos, pairs)
-        return PairLogits(out.dimension + self.bias, out.criteria, out.extra)
+        return PairLogits(out.dimension + self.bias, out.criteria, out.timing)
 
 
 async def test_both_orders_cancel_position_bias(clips):

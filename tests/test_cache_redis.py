@@ -8,7 +8,7 @@ import time
 import pytest
 import redis as redis_sync
 
-from service.cache import RedisCache, pair_key
+from service.cache import LRUCache, RedisCache, pair_key
 from service.contract import ModelContract
 from service.metrics import Metrics
 from tests.conftest import RedisServer, metric_value, running_app, test_settings
@@ -71,3 +71,14 @@ async def test_in_process_lru_when_no_redis(clips):
     async with running_app(test_settings(redis_url=None)) as (client, _):
         assert (await client.post("/v1/pair/upload", files=files)).json()["cache"] == "miss"
         assert (await client.post("/v1/pair/upload", files=files)).json()["cache"] == "hit"
+
+
+async def test_in_process_lru_forgets_entries_after_their_ttl_by_its_clock():
+    now = [100.0]
+    cache = LRUCache(10, ttl_s=60, metrics=Metrics(), clock=lambda: now[0])
+    await cache.set_many({"k": {"fwd": [1.0]}})
+    assert await cache.get_many(["k"]) == [{"fwd": [1.0]}]
+    now[0] += 59.9
+    assert await cache.get_many(["k"]) == [{"fwd": [1.0]}]
+    now[0] += 0.2
+    assert await cache.get_many(["k"]) == [None]

@@ -18,10 +18,12 @@ import sys
 import numpy as np
 import pytest
 
+from service import errors
+from service.backends.triton import TritonBackend
 from service.config import Settings
 from service.metrics import Metrics
 from service.tools.triton_launcher import REPO_ROOT, TritonServer
-from tests.conftest import running_app, test_settings
+from tests.conftest import metric_value, running_app, test_settings
 
 pytest.importorskip("pytriton")
 pytest.importorskip("tritonclient.grpc.aio")
@@ -146,6 +148,10 @@ async def test_pair_and_group_routes_through_triton_equal_embedded(triton, clips
             assert r1.status_code == 200, r1.text
             assert r2.status_code == 200, r2.text
             out[name] = (ready.json(), r1.json(), r2.json())
+            text = (await client.get("/metrics")).text
+            # both backends record their queue and inference stages the same way
+            assert metric_value(text, "aesrm_stage_duration_seconds_count", stage="inference") >= 2, name
+            assert metric_value(text, "aesrm_stage_duration_seconds_count", stage="queue") >= 2, name
     (t_ready, t_pair, t_group), (e_ready, e_pair, e_group) = out["triton"], out["embedded"]
     assert t_pair["model"]["backend"] == "triton" and e_pair["model"]["backend"] == "embedded"
     for k in ("id", "version", "checkpoint", "trained", "frames", "height", "width"):
@@ -198,3 +204,25 @@ async def test_triton_down_gives_503_with_retry_after_then_recovers(triton, clip
         np.testing.assert_allclose(after_shm.dimension, before.dimension, atol=1e-5)
     finally:
         await shm.close()
+
+
+async def test_triton_calls_beyond_the_queue_are_refused_with_429_and_waiting_ones_show_in_the_gauge():
+    """Same backpressure as the micro-batcher: triton_max_concurrency calls in flight, queue_size waiting,
+    the next one refused at once (overloaded); a waiter whose caller leaves is dropped and counted."""
+    metrics = Metrics()
+    backend = TritonBackend(Settings(triton_max_concurrency=1, queue_size=1), metrics)
+    held = await backend._slot()  # the one call in flight
+    assert held >= 0
+    waiter = asyncio.ensure_future(backend._slot())
+    await asyncio.sleep(0)
+    text = metrics.registry_text()
+    assert metric_value(text, "aesrm_queue_depth") == 1
+    with pytest.raises(errors.Overloaded):
+        await backend._slot()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    text = metrics.registry_text()
+    assert metric_value(text, "aesrm_queue_depth") == 0
+    assert metric_value(text, "aesrm_requests_dropped_total", reason="cancelled_before_inference") == 1
+    backend._sem.release()

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import error_handlers, security
 from service.api.admission import AdmissionMiddleware
-from service.api.metrics_middleware import MetricsMiddleware
+from service.api.metrics_middleware import CancelOnDisconnect, MetricsMiddleware
 from service.config import Settings, get_settings
 from service.contract import ScorerBackend
 from service.engine.engine import Engine
@@ -44,8 +44,11 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
 
     for module in (routes_score, routes_explain, routes_health, routes_web):
         app.include_router(module.router)
+    # outermost last: metrics see every response, admission refuses before anything else runs
+    app.add_middleware(CancelOnDisconnect, metrics=metrics, prefixes=("/v1/pair", "/v1/group"))
     app.add_middleware(AdmissionMiddleware, max_in_flight=engine.settings.max_in_flight, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    static_paths = frozenset(p for p in app.openapi()["paths"] if "{" not in p)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, static_paths=static_paths)
     return app
 
 

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from fastapi import Request
@@ -61,7 +62,9 @@ def bearer(request: Request) -> str | None:
 class RateLimiter:
     """Fixed-window counter per identity: Redis when reachable, local window while it is not."""
 
-    def __init__(self, limit: int, redis_url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0):
+    def __init__(self, limit: int, redis_url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
         self.limit, self.timeout, self.retry_after = limit, timeout_s, retry_after_s
         self._redis = aioredis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s) \
             if redis_url else None
@@ -75,7 +78,7 @@ class RateLimiter:
         now = time.time()
         window = int(now // WINDOW_S)
         reset = (window + 1) * WINDOW_S - now
-        if self._script is not None and time.monotonic() >= self._down_until:
+        if self._script is not None and self._clock() >= self._down_until:
             try:
                 n, ttl_ms = await asyncio.wait_for(
                     self._script(keys=[f"aesrm:rl:{identity}:{window}"], args=[WINDOW_S]), self.timeout * 2)
@@ -83,7 +86,7 @@ class RateLimiter:
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("rate limiter: Redis failed (%s); local window for %.1fs", type(exc).__name__,
                             self.retry_after)
-                self._down_until = time.monotonic() + self.retry_after
+                self._down_until = self._clock() + self.retry_after
         self.fallbacks += 1
         if len(self._local) > 100_000:  # old windows only; bounded memory under many identities
             self._local = {k: v for k, v in self._local.items() if k[1] == window}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import errors
-from service.contract import PairLogits
+from service.contract import BackendTiming, PairLogits
 from service.lifecycle import stop_tasks
 from service.metrics import Metrics
 
@@ -88,13 +88,20 @@ class MicroBatcher:
             jobs.append(job)
             total += len(job.videos)
         self._metrics.queue_depth.set(self._queue.qsize())
-        return [j for j in jobs if not j.future.cancelled()]
+        return self._live(jobs)
+
+    def _live(self, jobs: list[_Job]) -> list[_Job]:
+        """Jobs whose caller still waits; the others (timed out, client gone) are dropped and counted."""
+        live = [j for j in jobs if not j.future.cancelled()]
+        if len(live) < len(jobs):
+            self._metrics.dropped.labels("cancelled_before_inference").inc(len(jobs) - len(live))
+        return live
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if self._carry is not None:
-                jobs, self._carry = [self._carry], None
+                jobs, self._carry = self._live([self._carry]), None
             else:
                 jobs = await self._collect()
             if not jobs:
@@ -118,9 +125,9 @@ class MicroBatcher:
             for job, (lo, hi) in zip(jobs, splits):
                 if not job.future.done():
                     crit = None if out.criteria is None else out.criteria[lo:hi]
-                    job.future.set_result(PairLogits(out.dimension[lo:hi], crit, {
-                        "queue_ms": (started - job.enqueued) * 1000, "inference_ms": elapsed * 1000,
-                        "batch_videos": len(videos)}))
+                    job.future.set_result(PairLogits(out.dimension[lo:hi], crit, BackendTiming(
+                        queue_ms=(started - job.enqueued) * 1000, inference_ms=elapsed * 1000,
+                        batch_videos=len(videos))))
 
 
 def _concat(jobs: list[_Job]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:

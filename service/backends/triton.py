@@ -26,7 +26,7 @@ import numpy as np
 
 from service import errors
 from service.config import Settings
-from service.contract import DIMENSIONS, ModelContract, PairLogits
+from service.contract import DIMENSIONS, BackendTiming, ModelContract, PairLogits
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,12 @@ class _ShmPool:
     Registrations vanish when Triton restarts, so ``invalidate()`` marks them for re-registration.
     """
 
-    def __init__(self, rows: int, frame_bytes: int, n_crit: int, size: int) -> None:
+    def __init__(self, rows: int, frame_bytes: int, n_dims: int, n_crit: int, size: int) -> None:
         import tritonclient.utils.shared_memory as shm
 
         self._shm, self.rows = shm, rows
-        self.in_bytes, self.dim_bytes, self.crit_bytes = rows * frame_bytes, rows * 3 * 4, rows * max(n_crit, 1) * 4
+        self.in_bytes, self.dim_bytes = rows * frame_bytes, rows * n_dims * 4
+        self.crit_bytes = rows * max(n_crit, 1) * 4
         self.byte_size = 2 * self.in_bytes + self.dim_bytes + self.crit_bytes
         self._free: asyncio.Queue = asyncio.Queue()
         self.regions: list[tuple[str, object]] = []
@@ -120,7 +121,8 @@ class TritonBackend:
         self._max_batch = 1
         self._shm: _ShmPool | None = None
         self._shm_lock = asyncio.Lock()
-        self._sem = asyncio.Semaphore(max(1, settings.queue_size))
+        self._sem = asyncio.Semaphore(settings.triton_max_concurrency)  # calls in flight to Triton
+        self._waiting = 0  # calls waiting for a slot: bounded by queue_size like the micro-batcher's queue
         self._was_ready = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -156,8 +158,8 @@ class TritonBackend:
         self._was_ready = True
         if self._s.triton_shared_memory and self._shm is None:
             c = self._contract
-            self._shm = _ShmPool(self._max_batch, c.frames * c.height * c.width * 3, len(c.criteria),
-                                 size=min(8, self._s.queue_size))
+            self._shm = _ShmPool(self._max_batch, c.frames * c.height * c.width * 3, len(c.dimensions), len(c.criteria),
+                                 size=self._s.triton_max_concurrency)
             await self._shm.register(self._client)
         log.info("triton backend: %s v%s (%s) T=%d H=%d W=%d max_batch=%d shm=%s", self._contract.model_id,
                  self._contract.model_version, self._contract.checkpoint, self._contract.frames,
@@ -211,38 +213,71 @@ class TritonBackend:
         results = await asyncio.gather(*(self._infer_chunk(videos, ch) for ch in chunks))
         dim = np.concatenate([r[0] for r in results])
         crit = np.concatenate([r[1] for r in results]) if c.criteria else None
-        ms = (time.perf_counter() - t0) * 1000
+        queue_s = max(r[2] for r in results)
+        infer_s = time.perf_counter() - t0 - queue_s
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(videos))
             self._metrics.batch_pairs.observe(len(pairs))
-        return PairLogits(dim, crit, extra={"inference_ms": ms, "queue_ms": 0.0})
+            self._metrics.stage("queue", queue_s)
+            self._metrics.stage("inference", infer_s)
+        return PairLogits(dim, crit, BackendTiming(queue_ms=queue_s * 1000, inference_ms=infer_s * 1000,
+                                                   batch_videos=len(videos)))
 
-    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _slot(self) -> float:
+        """Wait for a free call slot (seconds waited); refuse at once when queue_size calls already wait."""
+        if self._sem.locked() and self._waiting >= self._s.queue_size:
+            raise errors.Overloaded("Triton call queue is full", retry_after_s=1.0)
+        t = time.perf_counter()
+        self._waiting += 1
+        self._gauge()
+        try:
+            await self._sem.acquire()
+        except asyncio.CancelledError:  # the caller timed out or went away before inference
+            if self._metrics is not None:
+                self._metrics.dropped.labels("cancelled_before_inference").inc()
+            raise
+        finally:
+            self._waiting -= 1
+            self._gauge()
+        return time.perf_counter() - t
+
+    def _gauge(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(self._waiting)
+
+    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         fa = np.ascontiguousarray(videos[rows[:, 0]])
         fb = np.ascontiguousarray(videos[rows[:, 1]])
-        async with self._sem:
-            delay, retries, reregistered = 0.05, 0, False
-            while True:
-                try:
-                    if self._shm is not None:
-                        return await self._infer_shm(fa, fb)
-                    return await self._infer_grpc(fa, fb)
-                except errors.ServiceError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    status = _status(exc)
-                    if self._shm is not None and status == "StatusCode.UNAVAILABLE":
-                        self._shm.invalidate()  # a restarted Triton forgets our regions
-                    if self._shm is not None and not reregistered and "shared memory" in _msg(exc).lower():
-                        self._shm.invalidate()  # restarted while we were idle: register again, once
-                        reregistered = True
-                        continue
-                    if status in TRANSIENT and retries < self._s.triton_retries:
-                        retries += 1
-                        await asyncio.sleep(delay)
-                        delay *= 2
-                        continue
-                    raise _map_error(exc, self._s.triton_url) from None
+        waited = await self._slot()
+        try:
+            return (*await self._call(fa, fb), waited)
+        finally:
+            self._sem.release()
+
+    async def _call(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One inference call; retries transient gRPC failures only (a timed-out call is not retried)."""
+        delay, retries, reregistered = 0.05, 0, False
+        while True:
+            try:
+                if self._shm is not None:
+                    return await self._infer_shm(fa, fb)
+                return await self._infer_grpc(fa, fb)
+            except errors.ServiceError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                status = _status(exc)
+                if self._shm is not None and status == "StatusCode.UNAVAILABLE":
+                    self._shm.invalidate()  # a restarted Triton forgets our regions
+                if self._shm is not None and not reregistered and "shared memory" in _msg(exc).lower():
+                    self._shm.invalidate()  # restarted while we were idle: register again, once
+                    reregistered = True
+                    continue
+                if status in TRANSIENT and retries < self._s.triton_retries:
+                    retries += 1
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                raise _map_error(exc, self._s.triton_url) from None
 
     def _inputs(self, fa: np.ndarray, fb: np.ndarray):
         from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -271,19 +306,19 @@ class TritonBackend:
         region = await pool.acquire()
         try:
             name, handle = region
-            n, c = len(fa), max(len(self.contract().criteria), 1)
+            n, nd, c = len(fa), len(self.contract().dimensions), max(len(self.contract().criteria), 1)
             pool._shm.set_shared_memory_region(handle, [fa], offset=0)
             pool._shm.set_shared_memory_region(handle, [fb], offset=pool.in_bytes)
             ins, outs = self._inputs(fa, fb)
             ins[0].set_shared_memory(name, fa.nbytes, offset=0)
             ins[1].set_shared_memory(name, fb.nbytes, offset=pool.in_bytes)
             d_off, c_off = 2 * pool.in_bytes, 2 * pool.in_bytes + pool.dim_bytes
-            outs[0].set_shared_memory(name, n * 3 * 4, offset=d_off)
+            outs[0].set_shared_memory(name, n * nd * 4, offset=d_off)
             if len(outs) > 1:
                 outs[1].set_shared_memory(name, n * c * 4, offset=c_off)
             await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
                                      outputs=outs, client_timeout=self._s.triton_timeout_s)
-            dim = pool._shm.get_contents_as_numpy(handle, np.float32, [n, 3], offset=d_off).copy()
+            dim = pool._shm.get_contents_as_numpy(handle, np.float32, [n, nd], offset=d_off).copy()
             crit = pool._shm.get_contents_as_numpy(handle, np.float32, [n, c], offset=c_off).copy() \
                 if len(outs) > 1 else None
             return dim, crit

@@ -128,10 +128,9 @@ class Engine:
         both = self.settings.both_orders if both_orders is None else both_orders
         loaded = list(await self.fetch_pair(a, b))
         ingest_ms = _ms(started)
-        out = await self.pipeline.run(loaded, [(0, 1)], both)
-        for side, err in sorted(out.item_errors.items()):
-            err.item = "ab"[side]
-            raise err
+        out = await self.pipeline.run(loaded, [(0, 1)], both, labels=["a", "b"])
+        if out.item_errors:
+            raise out.item_errors[min(out.item_errors)]
         t = time.perf_counter()
         fields, worst = responses.pair_fields(self.backend.contract(), out.pairs[(0, 1)],
                                               self.settings.dimension_weights)
@@ -166,7 +165,7 @@ class Engine:
         valid = [n for n in range(g) if n not in item_errors]
         rows = [(i, g) for i in valid] if reference is not None else [
             (i, j) for k, i in enumerate(valid) for j in valid[k + 1:]]
-        out = await self.pipeline.run(inputs, rows, both) if rows else None
+        out = await self.pipeline.run(inputs, rows, both, labels=labels) if rows else None
         if out is not None:
             if reference is not None and g in out.item_errors:
                 raise out.item_errors[g]

@@ -52,9 +52,13 @@ class ScoringPipeline:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def run(self, inputs: list[LoadedInput | None], rows: list[tuple[int, int]], both_orders: bool
-                  ) -> Outcome:
-        """Logits for each (i, j) in `rows`; inputs that are None already failed (caller holds their error)."""
+    async def run(self, inputs: list[LoadedInput | None], rows: list[tuple[int, int]], both_orders: bool,
+                  labels: list[str | int] | None = None) -> Outcome:
+        """Logits for each (i, j) in `rows`; inputs that are None already failed (caller holds their error).
+
+        Inputs that fail to decode come back in `Outcome.item_errors` (input index -> error), each error
+        already labelled with `labels[index]` (default: the index), so callers never relabel."""
+        labels = labels if labels is not None else list(range(len(inputs)))
         contract = self.backend.contract()
         out = Outcome(pairs={}, item_errors={})
         t0 = time.perf_counter()
@@ -77,7 +81,7 @@ class ScoringPipeline:
 
         t1 = time.perf_counter()
         needed = sorted({v for n in todo for v in rows[n]})
-        decoded = await self._decode_all(inputs, needed, contract, out.item_errors)
+        decoded, out.item_errors = await self._decode_all(inputs, needed, contract, labels)
         out.timings["decode_ms"] = _ms(t1)
         todo = [n for n in todo if rows[n][0] in decoded and rows[n][1] in decoded]
         if not todo:
@@ -92,8 +96,8 @@ class ScoringPipeline:
             if both_orders:
                 model_rows.append((index[j], index[i]))
         logits = await self._score(videos, np.asarray(model_rows, dtype=np.int64))
-        out.timings["queue_ms"] = logits.extra.get("queue_ms", 0.0)
-        out.timings["inference_ms"] = logits.extra.get("inference_ms", 0.0)
+        out.timings["queue_ms"] = logits.timing.queue_ms
+        out.timings["inference_ms"] = logits.timing.inference_ms
 
         writes: dict[str, dict] = {}
         step = 2 if both_orders else 1
@@ -117,27 +121,31 @@ class ScoringPipeline:
         except asyncio.TimeoutError:
             raise errors.BackendTimeout("scoring backend did not answer in time") from None
 
-    async def _decode_all(self, inputs, needed, contract, item_errors) -> dict[int, np.ndarray]:
+    async def _decode_all(self, inputs, needed, contract, labels
+                          ) -> tuple[dict[int, np.ndarray], dict[int, errors.ServiceError]]:
+        """Each distinct content decoded once; (frames by input index, errors by input index)."""
         by_digest: dict[str, list[int]] = {}
         for v in needed:
             by_digest.setdefault(inputs[v].digest, []).append(v)
         digests = list(by_digest)
         results = await asyncio.gather(
-            *(self._decode(inputs[by_digest[d][0]], contract, by_digest[d][0]) for d in digests),
+            *(self._decode(inputs[by_digest[d][0]], contract, labels[by_digest[d][0]]) for d in digests),
             return_exceptions=True)
         decoded: dict[int, np.ndarray] = {}
+        failed: dict[int, errors.ServiceError] = {}
         for d, res in zip(digests, results):
+            if isinstance(res, BaseException) and not isinstance(res, errors.ServiceError):
+                raise res
             for v in by_digest[d]:
                 if isinstance(res, errors.ServiceError):
-                    item_errors[v] = res
-                elif isinstance(res, BaseException):
-                    raise res
+                    # duplicates of a failed content share its error, under their own label
+                    failed[v] = res if labels[v] == res.item else _relabelled(res, labels[v])
                 else:
                     decoded[v] = res
-        return decoded
+        return decoded, failed
 
-    async def _decode(self, loaded: LoadedInput, contract: ModelContract, item: int) -> np.ndarray:
-        if self._decodes_waiting >= self.settings.queue_size * self.settings.decode_workers:
+    async def _decode(self, loaded: LoadedInput, contract: ModelContract, item: str | int) -> np.ndarray:
+        if self._decodes_waiting >= self.settings.decode_queue_size:
             raise errors.Overloaded("decode queue is full", retry_after_s=1.0)
         self._decodes_waiting += 1
         t = time.perf_counter()
@@ -148,7 +156,7 @@ class ScoringPipeline:
             self._decodes_waiting -= 1
             self.metrics.stage("decode", time.perf_counter() - t)
 
-    def _decode_sync(self, loaded: LoadedInput, contract: ModelContract, item: int) -> np.ndarray:
+    def _decode_sync(self, loaded: LoadedInput, contract: ModelContract, item: str | int) -> np.ndarray:
         s = self.settings
         if loaded.is_tensor:
             return tensor_sample(loaded.data, contract.frames, contract.width, contract.height,
@@ -156,6 +164,11 @@ class ScoringPipeline:
         frames, _ = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
                                   self._limits, item=item)
         return frames
+
+
+def _relabelled(err: errors.ServiceError, item: str | int) -> errors.ServiceError:
+    """The same error for another input with the same content (a new instance: errors are not shared)."""
+    return type(err)(err.message, item=item, retry_after_s=err.retry_after_s)
 
 
 def _ms(start: float) -> float:

@@ -10,14 +10,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from service import errors
 from service.contract import ModelContract
 from service.engine import aggregate
 from service.schemas import DimensionScores, GroupItem
 
 
+PUBLIC_DIMENSIONS = ("VA", "VF", "VP")
+
+
 def dimension_scores(c: ModelContract, values: Sequence[float], overall: float) -> DimensionScores:
+    """Named by the contract's dimensions (in the contract's order), never by position."""
     named = dict(zip(c.dimensions, (float(v) for v in values)))
-    return DimensionScores(VA=named["VA"], VF=named["VF"], VP=named["VP"], overall=overall)
+    missing = [d for d in PUBLIC_DIMENSIONS if d not in named]
+    if missing or "overall" in named:
+        raise errors.BackendError(f"model contract dimensions {c.dimensions} lack {missing} (or name 'overall')")
+    return DimensionScores(**named, overall=overall)
 
 
 def pair_fields(c: ModelContract, res, weights) -> tuple[dict, float | None]:

@@ -76,10 +76,9 @@ class ProxyRunner:
 
     async def run(self, job: Job, emit: Emit) -> ExplainResult:
         await emit("progress", {"stage": "scoring", "fraction": 0.1})
-        out = await self.pipeline.run([job.a, job.b], [(0, 1)], both_orders=True)
-        for side, err in sorted(out.item_errors.items()):
-            err.item = "ab"[side]
-            raise err
+        out = await self.pipeline.run([job.a, job.b], [(0, 1)], both_orders=True, labels=["a", "b"])
+        if out.item_errors:
+            raise out.item_errors[min(out.item_errors)]
         res = out.pairs[(0, 1)]
         await emit("progress", {"stage": "evidence", "fraction": 0.7, "cache": "hit" if out.hits else "miss"})
         result = await asyncio.get_running_loop().run_in_executor(

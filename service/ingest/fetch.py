@@ -28,7 +28,7 @@ async def fetch_input(item: Input, settings: Settings, label: str | int) -> Load
         from service.ingest.fetch_url import fetch_url  # only when URL ingest is on
 
         data = await fetch_url(item.url, settings, item=label)
-        return from_bytes(data, settings.max_video_bytes, origin="url", item=label)
+        return from_bytes(data, settings.max_video_bytes, item=label)
     return await asyncio.to_thread(load_ref, item, settings, label)
 
 

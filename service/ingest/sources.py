@@ -26,7 +26,6 @@ NPY_MAGIC = b"\x93NUMPY"
 class LoadedInput:
     data: bytes
     digest: str  # blake2b-128 of the bytes: the identity used in cache keys and dedup
-    origin: str  # "upload" | "base64" | "path" | "url"
 
     @property
     def is_tensor(self) -> bool:
@@ -37,12 +36,12 @@ def content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def from_bytes(data: bytes, max_bytes: int, origin: str = "upload", item=None) -> LoadedInput:
+def from_bytes(data: bytes, max_bytes: int, item=None) -> LoadedInput:
     if not data:
         raise errors.VideoEmpty("input is empty", item=item)
     if len(data) > max_bytes:
         raise errors.VideoTooLarge(f"{len(data)} bytes > max_video_bytes={max_bytes}", item=item)
-    return LoadedInput(data=data, digest=content_digest(data), origin=origin)
+    return LoadedInput(data=data, digest=content_digest(data))
 
 
 def from_base64(text: str, max_bytes: int, item=None) -> LoadedInput:
@@ -52,7 +51,7 @@ def from_base64(text: str, max_bytes: int, item=None) -> LoadedInput:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise errors.InvalidRequest("base64 field is not valid base64", item=item) from exc
-    return from_bytes(data, max_bytes, origin="base64", item=item)
+    return from_bytes(data, max_bytes, item=item)
 
 
 def resolve_allowed(path: str, roots: list[str], item=None) -> Path:
@@ -82,7 +81,7 @@ def from_path(path: str, roots: list[str], max_bytes: int, item=None) -> LoadedI
         raise errors.PathNotFound("no such file", item=item) from exc
     except PermissionError as exc:
         raise errors.PathNotAllowed("file is not readable", item=item) from exc
-    return from_bytes(data, max_bytes, origin="path", item=item)
+    return from_bytes(data, max_bytes, item=item)
 
 
 def tensor_sample(

@@ -165,8 +165,11 @@ class TritonPythonModel:
         ins = {i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]}
         t, h, w, _ = ins["frames_a"]
         self.scorer.check_shape(t, h, w)
-        if len(dims) != 3:
-            raise pb_utils.TritonModelException("dimension_prompts must name VA, VF, VP in order")
+        out_cfg = pb_utils.get_output_config_by_name(cfg, "dimension_logits")
+        if [int(d) for d in out_cfg["dims"]] != [len(dims)]:  # one logit per dimension prompt, in order
+            raise pb_utils.TritonModelException(
+                f"dimension_logits dims {out_cfg['dims']} but {len(dims)} dimension_prompts {dims}")
+        self.out_dtype = pb_utils.triton_string_to_numpy(out_cfg["data_type"])
 
     def execute(self, requests):
         fa = [pb_utils.get_input_tensor_by_name(r, "frames_a").as_numpy() for r in requests]
@@ -180,7 +183,8 @@ class TritonPythonModel:
         for a in fa:
             n = len(a)
             out.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("dimension_logits", np.ascontiguousarray(logits[start:start + n]))]))
+                pb_utils.Tensor("dimension_logits", np.ascontiguousarray(logits[start:start + n],
+                                                                         dtype=self.out_dtype))]))
             start += n
         return out
 

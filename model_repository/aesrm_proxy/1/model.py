@@ -55,6 +55,10 @@ class TritonPythonModel:
         else:
             model, manifest = untrained_proxy(seed=int(p.get("seed") or 0))
         self._verify(cfg, p, manifest)
+        # output dtypes come from the config (the gateway reads the same config), not from this file
+        self.out_dtype = {name: pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(cfg, name)["data_type"])
+            for name in ("dimension_logits", "criterion_logits")}
         self.model = model.to(self.device).eval()
         self.encode_once = hasattr(model, "encode") and hasattr(model, "heads")
         self.torch = torch
@@ -68,8 +72,9 @@ class TritonPythonModel:
         for name in ("frames_a", "frames_b"):
             if ins.get(name) != want:
                 problems.append(f"input {name} dims {ins.get(name)} != manifest {want}")
-        if outs.get("dimension_logits") != [3]:
-            problems.append(f"dimension_logits dims {outs.get('dimension_logits')} != [3]")
+        dims = list(m.get("dimensions", ("VA", "VF", "VP")))
+        if outs.get("dimension_logits") != [len(dims)]:
+            problems.append(f"dimension_logits dims {outs.get('dimension_logits')} != [{len(dims)}]")
         crit = list(m.get("criteria", ()))
         if outs.get("criterion_logits") != [len(crit)]:
             problems.append(f"criterion_logits dims {outs.get('criterion_logits')} != [{len(crit)}]")
@@ -120,8 +125,8 @@ class TritonPythonModel:
         out, start = [], 0
         for n in sizes:
             out.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("dimension_logits", np.ascontiguousarray(dim[start:start + n], dtype=np.float32)),
-                pb_utils.Tensor("criterion_logits", np.ascontiguousarray(crit[start:start + n], dtype=np.float32))]))
+                pb_utils.Tensor(name, np.ascontiguousarray(arr[start:start + n], dtype=self.out_dtype[name]))
+                for name, arr in (("dimension_logits", dim), ("criterion_logits", crit))]))
             start += n
         return out
 

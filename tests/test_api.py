@@ -23,7 +23,7 @@ def _files(**named):
     return {k: (f"{k}.mp4", v, "video/mp4") for k, v in named.items()}
 
 
-async def test_health_and_model_info(api):
+async def test_live_ready_and_model_info_name_the_trained_checkpoint(api):
     client, _ = api
     assert (await client.get("/health/live")).json() == {"status": "live"}
     ready = await client.get("/health/ready")
@@ -122,7 +122,7 @@ async def test_group_duplicate_content_decoded_once(api, clips):
     assert r.json()["aggregation"] == "win_rate"
 
 
-async def test_reference_mode(api, clips):
+async def test_reference_mode_rewards_each_candidate_against_the_reference(api, clips):
     client, _ = api
     files = [("videos", ("a.mp4", clips["clean"], "video/mp4")), ("videos", ("b.mp4", clips["noisy"], "video/mp4")),
              ("reference", ("ref.mp4", clips["blurry"], "video/mp4"))]
@@ -140,7 +140,7 @@ async def test_reference_mode(api, clips):
     ("image", 422, "video_undecodable"),
     ("bad_npy", 422, "invalid_tensor"),
 ])
-async def test_pair_errors_have_codes(api, clips, case, status, code):
+async def test_bad_upload_in_a_pair_is_a_4xx_with_its_code_and_side(api, clips, case, status, code):
     client, _ = api
     bad = {"empty": b"", "garbage": b"\x00" * 4096,
            "image": open("service/examples/path.jpg", "rb").read(),
@@ -150,7 +150,7 @@ async def test_pair_errors_have_codes(api, clips, case, status, code):
     assert r.json()["error"]["code"] == code and r.json()["error"]["item"] == "b"
 
 
-async def test_json_errors_have_codes(api, clips):
+async def test_malformed_json_inputs_are_422_or_refused_sources_with_codes(api, clips):
     client, _ = api
     cases = [
         ({"a": {"base64": "!!!"}, "b": {"base64": "AAAA"}}, 422, "invalid_request"),

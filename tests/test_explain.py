@@ -210,7 +210,7 @@ async def test_cancel_queued_and_running(api, variants):
     await wait_done(client, again.json()["job_id"])
 
 
-async def test_metrics(api, clips):
+async def test_explain_outcomes_and_durations_are_counted_in_metrics(api, clips):
     client, _ = api
     r = await client.post("/v1/explain/upload", files=_files(clips["clean"], clips["noisy"]))
     assert r.json()["reused"] is True  # identical to the first test's request

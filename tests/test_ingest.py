@@ -111,7 +111,7 @@ def test_audio_only_has_no_video_stream():
         decode_sample(buf.getvalue(), 8, 128, 128, LIMITS)
 
 
-def test_limits(frames):
+def test_duration_pixel_and_frame_limits_raise_their_typed_errors(frames):
     data = encode(frames, "h264")
     with pytest.raises(errors.VideoTooLong):
         decode_sample(data, 8, 128, 128, DecodeLimits(10**8, max_duration_s=1.0, max_frames=10**6))

@@ -108,12 +108,10 @@ async def test_rate_limit_fails_open_to_a_local_window_when_redis_dies():
     async with running_app(s, None) as (client, app):
         assert (await client.get("/v1/model", headers=auth(KEY))).status_code == 200  # counted in Redis
         server.stop()
-        t = time.perf_counter()
         codes = [(await client.get("/v1/model", headers=auth(KEY))).status_code for _ in range(7)]
-        elapsed = time.perf_counter() - t
         assert codes == [200] * 5 + [429] * 2, codes  # local window: still limited, never 5xx
         assert app.state.rate_limiter.fallbacks == 7
-        assert elapsed < 2.0, elapsed  # one Redis timeout at most, then bypassed
+        assert app.state.rate_limiter.redis_calls == 2  # one before, one failed: then bypassed, no per-request timeout
         assert (await client.get("/v1/model")).status_code == 401
 
 

@@ -72,6 +72,7 @@ class RateLimiter:
         self._local: dict[tuple[str, int], int] = {}
         self._down_until = 0.0
         self.fallbacks = 0  # decisions taken locally because Redis failed (observability/tests)
+        self.redis_calls = 0  # decisions asked of Redis (a Redis outage costs one timeout, then bypass)
 
     async def hit(self, identity: str) -> tuple[bool, float]:
         """(allowed, seconds until the window resets)."""
@@ -79,6 +80,7 @@ class RateLimiter:
         window = int(now // WINDOW_S)
         reset = (window + 1) * WINDOW_S - now
         if self._script is not None and self._clock() >= self._down_until:
+            self.redis_calls += 1
             try:
                 n, ttl_ms = await asyncio.wait_for(
                     self._script(keys=[f"aesrm:rl:{identity}:{window}"], args=[WINDOW_S]), self.timeout * 2)

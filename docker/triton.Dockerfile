@@ -53,9 +53,14 @@ EXPOSE 8000 8001 8002
 #  * --strict-readiness=true makes /v2/health/ready false until every loaded model is ready;
 #  * --exit-on-error=true turns a failed load into a crash (CrashLoopBackOff/alert) rather than a
 #    silently "live" server with no model.
-ENV TRITON_LOAD_MODELS=aesrm_proxy
+#  * TRITON_MODEL_CONFIG_NAME=gpu passes --model-config-name=gpu, so models with a configs/gpu.pbtxt
+#    (aesrm_proxy, aesrm_base: KIND_GPU instances) run on the GPU this image is built for; a model without
+#    one falls back to its config.pbtxt. Set it empty to run the image on a CPU-only host (KIND_CPU).
+ENV TRITON_LOAD_MODELS=aesrm_proxy \
+    TRITON_MODEL_CONFIG_NAME=gpu
 HEALTHCHECK --interval=10s --timeout=3s --start-period=180s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2)"]
 
-# Shell form wrapper (exec'd, so tritonserver is PID 1 and gets SIGTERM) to expand the model list.
-ENTRYPOINT ["/bin/bash", "-c", "set -euo pipefail; args=(); for m in ${TRITON_LOAD_MODELS//,/ }; do args+=(--load-model=\"$m\"); done; exec tritonserver --model-repository=/models --model-control-mode=explicit \"${args[@]}\" --strict-readiness=true --exit-on-error=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 --allow-metrics=true --allow-gpu-metrics=true --log-verbose=0 \"$@\"", "--"]
+# Shell form wrapper (exec'd, so tritonserver is PID 1 and gets SIGTERM) to expand the model list and
+# the config name.
+ENTRYPOINT ["/bin/bash", "-c", "set -euo pipefail; args=(); for m in ${TRITON_LOAD_MODELS//,/ }; do args+=(--load-model=\"$m\"); done; if [ -n \"${TRITON_MODEL_CONFIG_NAME:-}\" ]; then args+=(--model-config-name=\"$TRITON_MODEL_CONFIG_NAME\"); fi; exec tritonserver --model-repository=/models --model-control-mode=explicit \"${args[@]}\" --strict-readiness=true --exit-on-error=true --http-port=8000 --grpc-port=8001 --metrics-port=8002 --allow-metrics=true --allow-gpu-metrics=true --log-verbose=0 \"$@\"", "--"]

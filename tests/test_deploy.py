@@ -651,6 +651,60 @@ def test_triton_image_contract():
     assert next(a for i, a in reversed(instr) if i == "USER") not in ("root", "0")
 
 
+def _run_triton_entrypoint(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """Run the image's real ENTRYPOINT script with bash, `tritonserver` on PATH replaced by a program that
+    prints its argv: the flags the container would really start Triton with."""
+    entry = json.loads(next(a for i, a in dockerfile_instructions(DOCKER / "triton.Dockerfile") if i == "ENTRYPOINT"))
+    fake = tmp_path / "bin" / "tritonserver"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    image_env = {}
+    for instr, args in dockerfile_instructions(DOCKER / "triton.Dockerfile"):
+        if instr == "ENV":
+            image_env.update(dict(kv.split("=", 1) for kv in args.split()))
+    out = subprocess.run(entry, env={"PATH": f"{fake.parent}:/usr/bin:/bin", **image_env, **env},
+                         capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.splitlines()
+
+
+def _effective_instance_kinds(model: str, config_name: str | None) -> set[str]:
+    """Instance kinds Triton would use for `model` under --model-config-name (it falls back to config.pbtxt
+    when <model>/configs/<name>.pbtxt does not exist)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    d = ROOT / "model_repository" / model
+    path = d / "configs" / f"{config_name}.pbtxt" if config_name else d / "config.pbtxt"
+    if not path.is_file():
+        path = d / "config.pbtxt"
+    cfg = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return {model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in cfg.instance_group}
+
+
+def test_triton_entrypoint_selects_the_gpu_config_wherever_a_gpu_is_held(tmp_path, objects):
+    """A GPU reserved for Triton must be the one the model runs on: compose and Kubernetes pass
+    TRITON_MODEL_CONFIG_NAME=gpu, the entrypoint turns it into --model-config-name=gpu, and under that name
+    every model loaded by default resolves to KIND_GPU instances (config.pbtxt alone is KIND_CPU)."""
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["triton"]
+    (c,) = pod_templates(objects)["aesrm-triton"]["spec"]["containers"]
+    k8s_env = {e["name"]: e["value"] for e in c["env"]}
+    compose_env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in compose["environment"].items()}
+    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) == 1 and compose["deploy"]["resources"]["reservations"]
+    for where, env in (("kubernetes", k8s_env), ("compose", compose_env)):
+        argv = _run_triton_entrypoint(tmp_path, env)
+        assert "--model-config-name=gpu" in argv, (where, argv)
+        loaded = [a.split("=", 1)[1] for a in argv if a.startswith("--load-model=")]
+        assert loaded == env["TRITON_LOAD_MODELS"].split(","), where
+        for model in loaded:
+            assert _effective_instance_kinds(model, "gpu") == {"KIND_GPU"}, (where, model)
+    # the CPU default really is CPU (so the flag above is what moves the model), and emptying the variable
+    # drops the flag (the image on a CPU-only host)
+    assert _effective_instance_kinds("aesrm_proxy", None) == {"KIND_CPU"}
+    assert not [a for a in _run_triton_entrypoint(tmp_path, {"TRITON_MODEL_CONFIG_NAME": ""})
+                if a.startswith("--model-config-name")]
+
+
 def test_compose_stack():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]

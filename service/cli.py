@@ -13,6 +13,7 @@ import csv
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -33,11 +34,23 @@ class Ctx:
     api_key: str | None = None
 
 
+# --server / --api-key are accepted before the command (`aesrm --server URL score ...`) and after it
+# (`aesrm score a b --server URL`); a value given after the command wins.
+Server = Annotated[str | None, typer.Option(
+    "--server", "-s", envvar="AESRM_SERVER", help="URL of a running server; default: score in-process (embedded model).")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="AESRM_API_KEY", help="Bearer key.")]
+
+
+def _connect(server: str | None, api_key: str | None) -> None:
+    if server is not None:
+        Ctx.server = server
+    if api_key is not None:
+        Ctx.api_key = api_key
+
+
 @app.callback()
-def main(server: str = typer.Option(None, "--server", "-s", envvar="AESRM_SERVER",
-                                    help="URL of a running server; default: score in-process (embedded model)."),
-         api_key: str = typer.Option(None, "--api-key", envvar="AESRM_API_KEY", help="Bearer key.")) -> None:
-    """Global options (before the command): --server, --api-key. In-process settings come from AESRM_* env."""
+def main(server: Server = None, api_key: ApiKey = None) -> None:
+    """--server and --api-key go before or after the command. In-process settings come from AESRM_* env."""
     Ctx.server, Ctx.api_key = server, api_key
 
 
@@ -80,8 +93,10 @@ def _pct(p: float) -> str:
 def score(a: Path = typer.Argument(..., help="Video A (container file or .npy frames)."),
           b: Path = typer.Argument(..., help="Video B."),
           single_order: bool = typer.Option(False, "--single-order", help="Ask (A,B) only (faster)."),
-          as_json: bool = typer.Option(False, "--json", help="Print the raw response as JSON.")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="Print the raw response as JSON."),
+          server: Server = None, api_key: ApiKey = None) -> None:
     """P(A preferred over B) on VA, VF, VP and overall."""
+    _connect(server, api_key)
     _existing(a), _existing(b)
 
     async def go():
@@ -120,8 +135,10 @@ def rank(folder: Path = typer.Argument(..., help="Folder of candidate renders.")
          aggregation: str = typer.Option("bradley_terry", "--aggregation", "-a",
                                          help="bradley_terry or win_rate."),
          csv_out: Path = typer.Option(None, "--csv", help="Write the ranking as CSV."),
-         json_out: Path = typer.Option(None, "--json", help="Write the full group response as JSON.")) -> None:
+         json_out: Path = typer.Option(None, "--json", help="Write the full group response as JSON."),
+         server: Server = None, api_key: ApiKey = None) -> None:
     """Rank every video in FOLDER (all pairs, both orders) and show a table; broken files are listed last."""
+    _connect(server, api_key)
     if aggregation not in ("bradley_terry", "win_rate"):
         raise typer.BadParameter("aggregation must be bradley_terry or win_rate")
     files = _collect(folder)
@@ -136,8 +153,8 @@ def rank(folder: Path = typer.Argument(..., help="Folder of candidate renders.")
                 blobs.append(await asyncio.to_thread(f.read_bytes))
                 progress.advance(reading)
             async with _client() as c:
-                scoring = progress.add_task(f"scoring {len(files)} videos "
-                                            f"({len(files) * (len(files) - 1) // 2} pairs)", total=1)
+                scoring = progress.add_task(f"scoring {len(files)} videos: {_pairs(len(files))} pairs",
+                                            total=1)
                 res = await c.group(blobs, ids=[f.name for f in files], aggregation=aggregation)
                 progress.advance(scoring)
         rows = _ranked(res)
@@ -169,8 +186,24 @@ def _ranked(res) -> list[dict]:
     return rows
 
 
+def _pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def _summary(res) -> str:
+    """Pairs in the same unit as the progress line: unordered pairs among the videos that decoded, and how
+    many model answers that took (pairs_scored counts each order of a pair)."""
+    valid = sum(1 for x in res.results if x.error is None)
+    orders = 2 if res.both_orders else 1
+    pairs = res.pairs_scored // orders
+    text = f"{res.aggregation}: {pairs} pairs among {valid} valid videos"
+    if valid < len(res.results):
+        text += f" ({len(res.results) - valid} failed)"
+    return text + (f", both orders = {res.pairs_scored} pair scores" if orders == 2 else "")
+
+
 def _table(rows: list[dict], res) -> None:
-    t = Table(title=f"ranking ({res.aggregation}, {res.pairs_scored} pair scores)")
+    t = Table(title=f"ranking ({_summary(res)})")
     t.add_column("rank", justify="right")
     t.add_column("file")
     t.add_column("reward", justify="right")
@@ -193,8 +226,10 @@ def _table(rows: list[dict], res) -> None:
 @app.command()
 def explain(a: Path = typer.Argument(..., help="Video A."), b: Path = typer.Argument(..., help="Video B."),
             poll: bool = typer.Option(False, "--poll", help="Poll instead of following the event stream."),
-            timeout: float = typer.Option(300.0, help="Give up after this many seconds.")) -> None:
+            timeout: float = typer.Option(300.0, help="Give up after this many seconds."),
+            server: Server = None, api_key: ApiKey = None) -> None:
     """Why is A (or B) preferred: per-dimension and per-criterion verdicts with reasoning."""
+    _connect(server, api_key)
     _existing(a), _existing(b)
 
     async def go():

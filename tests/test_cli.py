@@ -46,6 +46,10 @@ def test_rank_in_process_with_csv_json_and_broken_file(renders, tmp_path):
                             "--aggregation", "win_rate"], env=ENV)
     assert r.exit_code == 0, r.output
     assert "ranking (win_rate" in r.output and "broken.mp4" in r.output and "notes.txt" not in r.output
+    # one unit for "pairs" throughout: 5 files = 10 pairs announced; 4 decode = 6 pairs, asked twice each
+    out = " ".join(r.output.split())
+    assert "scoring 5 videos: 10 pairs" in out, r.output
+    assert "6 pairs among 4 valid videos (1 failed), both orders = 12 pair scores" in out, r.output
     rows = list(csv.DictReader(out_csv.open()))
     assert [x["rank"] for x in rows] == ["1", "2", "3", "4", ""]
     assert rows[-1]["file"] == "broken.mp4" and rows[-1]["error"].startswith("video_undecodable")
@@ -87,3 +91,30 @@ def test_explain_against_real_server(server, renders):
                             str(renders / "noisy.mp4")], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
     assert "overall" in r.output and "source:" in r.output and "VF" in r.output
+
+
+@pytest.fixture(scope="module")
+def keyed_server(redis_url):
+    import hashlib
+
+    digest = hashlib.sha256(b"cli-test-key").hexdigest()
+    with serve(redis_url, AESRM_API_KEY_HASHES=json.dumps([digest])) as base:
+        yield base
+
+
+def test_server_and_key_options_work_after_the_command(keyed_server, renders):
+    """`aesrm score a b --server URL --api-key K` (options after the subcommand) reaches the server with the
+    key; without the key the same server answers 401, so the option really travelled."""
+    a, b = str(renders / "clean.mp4"), str(renders / "dark.mp4")
+    r = runner.invoke(app, ["score", a, b, "--server", keyed_server, "--json"])
+    assert r.exit_code == 1 and "unauthorized (401)" in r.output, r.output
+    r = runner.invoke(app, ["score", a, b, "--server", keyed_server, "--api-key", "cli-test-key", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["model"]["backend"] == "embedded"
+    r = runner.invoke(app, ["rank", str(renders), "-s", keyed_server, "--api-key", "cli-test-key"],
+                      env={"COLUMNS": "160"})
+    assert r.exit_code == 0 and "clean.mp4" in r.output, r.output
+    # before the command still works, and a value after the command wins over one before it
+    r = runner.invoke(app, ["--server", "http://127.0.0.1:9", "--api-key", "wrong", "score", a, b,
+                            "--server", keyed_server, "--api-key", "cli-test-key", "--json"])
+    assert r.exit_code == 0, r.output

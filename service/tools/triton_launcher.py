@@ -9,7 +9,8 @@ lives in one place.
 CLI::
 
     python -m service.tools.triton_launcher --model-repository model_repository --grpc-port 8001 \
-        --load-model aesrm_proxy            # blocks until Ctrl-C; prints the gRPC url once ready
+        --load-model aesrm_proxy            # blocks until Ctrl-C; prints the gRPC, HTTP and metrics
+                                            # URLs once ready (--http-port / --metrics-port fix them)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _pytriton_dir() -> Path:
     try:
         import pytriton
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("nvidia-pytriton is not installed: pip install nvidia-pytriton") from exc
+        raise RuntimeError("nvidia-pytriton is not installed: .venv/bin/pip install -e '.[triton]'") from exc
     return Path(pytriton.__file__).parent / "tritonserver"
 
 
@@ -120,6 +121,10 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         return f"http://{self._client_host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._client_host}:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
         server = prepare_server()
@@ -224,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
               + " ".join(server.command()))
         return 0
     server.start(args.timeout)
-    print(f"tritonserver ready: grpc={server.grpc_url} http={server.http_url} models={','.join(server.models)} "
-          f"log={server.log_path}", flush=True)
+    print(f"tritonserver ready: grpc={server.grpc_url} http={server.http_url} metrics={server.metrics_url} "
+          f"models={','.join(server.models)} log={server.log_path}", flush=True)
     stop = {"flag": False}
 
     def _sig(*_):

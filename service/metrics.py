@@ -8,6 +8,22 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import ProcessCollector, PlatformCollector
 
+# Label values known up front are exported at 0 from the start: a labelled series that first appears with
+# its first increment has no earlier sample, so rate()/increase() read 0 for that first event (the first
+# backend_error would never reach an alert). Values outside these lists still appear when first used.
+CACHE_RESULTS = ("hit", "miss", "error", "bypass")
+STAGES = ("ingest", "cache", "decode", "queue", "inference", "aggregate")
+EXPLAIN_OUTCOMES = ("succeeded", "failed", "timeout", "shutdown", "cancelled", "rejected", "reused", "expired")
+
+
+def error_codes() -> list[str]:
+    """Every code service/errors.py can answer with (its ServiceError table and its generic handlers)."""
+    from service import errors
+
+    table = {cls.code for cls in errors.ServiceError.__subclasses__()}
+    return sorted(table | {"invalid_request", "not_found", "method_not_allowed", "http_error", "internal"})
+
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -48,6 +64,14 @@ class Metrics:
         self.explain_duration = Histogram(
             "aesrm_explain_job_duration_seconds", "Explanation job run time", buckets=LATENCY_BUCKETS,
             registry=r)
+        for result in CACHE_RESULTS:
+            self.cache_requests.labels(result)
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        for code in error_codes():
+            self.errors.labels(code)
+        for outcome in EXPLAIN_OUTCOMES:
+            self.explain_jobs.labels(outcome)
 
     def registry_text(self) -> str:
         """The exposition text of this registry (what /metrics serves)."""

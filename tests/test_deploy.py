@@ -314,7 +314,7 @@ def test_probes_point_at_real_ports_and_paths(objects):
             assert probe["path"] in paths, (name, kind, probe["path"])
     gw = tmpl["aesrm-gateway"]["spec"]["containers"][0]
     tr = tmpl["aesrm-triton"]["spec"]["containers"][0]
-    # readiness must mean "model loaded", not merely "process up"
+    # gateway readiness = "this gateway can take traffic" (tests/test_gateway_health.py); Triton: "model loaded"
     assert gw["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert gw["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert tr["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -532,51 +532,192 @@ def test_promtool_check_compose_prometheus_config(promtool):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_promtool_alerts_fire_as_intended(promtool, tmp_path):
-    """Rule unit tests: the alerts fire on the failure they describe, and stay quiet when healthy."""
+def _promtool_test(promtool: str, tmp_path: Path, tests: str) -> None:
     _write_rules(tmp_path)
-    g = 'job="aesrm-gateway", pod="gw-1"'
-    t = 'job="aesrm-triton", model="aesrm_proxy"'
-    (tmp_path / "tests.yaml").write_text(textwrap.dedent(f"""\
-        rule_files: [rules.yaml]
-        evaluation_interval: 30s
-        tests:
-          - interval: 15s
-            input_series:
-              - series: 'aesrm_backend_ready{{{g}}}'
-                values: '1 1 1 0x40'
-              - series: 'aesrm_request_duration_seconds_count{{{g}, route="/v1/pair", method="POST", status="200"}}'
-                values: '0+100x60'
-              - series: 'aesrm_errors_total{{{g}, code="backend_timeout"}}'
-                values: '0+10x60'
-              - series: 'aesrm_errors_total{{{g}, code="video_undecodable"}}'
-                values: '0+50x60'
-              - series: 'nv_inference_request_success{{{t}}}'
-                values: '0+100x60'
-              - series: 'nv_inference_request_failure{{{t}}}'
-                values: '0x60'
-            alert_rule_test:
-              - eval_time: 10m
-                alertname: AesrmBackendNotReady
-                exp_alerts:
-                  - exp_labels: {{severity: critical, pod: gw-1}}
-                    exp_annotations:
-                      summary: AesRM gateway gw-1 has no ready scoring backend
-                      description: 'aesrm_backend_ready is 0 for 5 minutes: Triton unreachable / model not loaded, or embedded model failed to load.'
-              - eval_time: 10m
-                alertname: AesrmServerErrors
-                exp_alerts:
-                  - exp_labels: {{severity: critical, code: backend_timeout}}
-                    exp_annotations:
-                      summary: AesRM backend_timeout errors at 10% of requests
-                      description: More than 2% of scoring requests fail with backend_timeout for 5 minutes.
-              - eval_time: 10m
-                alertname: AesrmTritonInferenceFailures
-                exp_alerts: []
-        """))
+    (tmp_path / "tests.yaml").write_text("rule_files: [rules.yaml]\nevaluation_interval: 30s\ntests:\n"
+                                         + textwrap.indent(textwrap.dedent(tests), "  "))
     out = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_alerts_fire_as_intended(promtool, tmp_path):
+    """Rule unit tests: the alerts fire on the failure they describe, and stay quiet when healthy."""
+    g = 'job="aesrm-gateway", pod="gw-1"'
+    t = 'job="aesrm-triton", model="aesrm_proxy"'
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+            - series: 'aesrm_backend_ready{{{g}}}'
+              values: '1 1 1 0x40'
+            - series: 'aesrm_request_duration_seconds_count{{{g}, route="/v1/pair", method="POST", status="200"}}'
+              values: '0+100x60'
+            - series: 'aesrm_errors_total{{{g}, code="backend_timeout"}}'
+              values: '0+10x60'
+            - series: 'aesrm_errors_total{{{g}, code="video_undecodable"}}'
+              values: '0+50x60'
+            - series: 'nv_inference_request_success{{{t}}}'
+              values: '0+100x60'
+            - series: 'nv_inference_request_failure{{{t}}}'
+              values: '0x60'
+          alert_rule_test:
+            - eval_time: 10m
+              alertname: AesrmBackendNotReady
+              exp_alerts:
+                - exp_labels: {{severity: critical, job: aesrm-gateway, pod: gw-1}}
+                  exp_annotations:
+                    summary: AesRM gateway gw-1 has no ready scoring backend
+                    description: 'aesrm_backend_ready is 0 for 5 minutes: Triton unreachable / model not loaded, or embedded model failed to load.'
+            - eval_time: 10m
+              alertname: AesrmServerErrors
+              exp_alerts:
+                - exp_labels: {{severity: critical, code: backend_timeout}}
+                  exp_annotations:
+                    summary: AesRM backend_timeout errors at 10% of requests
+                    description: More than 2% of scoring requests fail with backend_timeout for 5 minutes.
+            - eval_time: 10m
+              alertname: AesrmTritonInferenceFailures
+              exp_alerts: []
+        """)
+
+
+def test_server_errors_alert_covers_every_5xx_code():
+    """AesrmServerErrors must match every code the service answers with a 5xx (it once missed backend_error)."""
+    from service import errors
+
+    five_xx = {c.code for c in errors.ServiceError.__subclasses__() if c.status >= 500} | {"internal"}
+    assert "backend_error" in five_xx
+    (rule,) = [r for g in prometheus_rule_groups() for r in g["rules"] if r.get("alert") == "AesrmServerErrors"]
+    regex = re.search(r'aesrm_errors_total\{code=~"([^"]+)"\}', rule["expr"]).group(1)
+    assert {c for c in errors_codes_exported() if re.fullmatch(regex, c)} == five_xx
+
+
+def errors_codes_exported() -> list[str]:
+    from service.metrics import error_codes
+
+    return error_codes()
+
+
+def test_promtool_backend_error_and_unlabelled_targets(promtool, tmp_path):
+    """backend_error (502) pages like the other 5xx; a not-ready gateway is found per target even where
+    targets carry no pod label (docker compose / static configs), beside a ready one."""
+    g = 'job="aesrm-gateway", instance="gateway-a:8000"'
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+            - series: 'aesrm_backend_ready{{{g}}}'
+              values: '0x40'
+            - series: 'aesrm_backend_ready{{job="aesrm-gateway", instance="gateway-b:8000"}}'
+              values: '1x40'
+            - series: 'aesrm_request_duration_seconds_count{{{g}, route="/v1/group", method="POST", status="200"}}'
+              values: '0+100x40'
+            - series: 'aesrm_errors_total{{{g}, code="backend_error"}}'
+              values: '0+5x40'
+          alert_rule_test:
+            - eval_time: 8m
+              alertname: AesrmBackendNotReady
+              exp_alerts:
+                - exp_labels: {{severity: critical, job: aesrm-gateway, instance: "gateway-a:8000"}}
+                  exp_annotations:
+                    summary: AesRM gateway gateway-a:8000 has no ready scoring backend
+                    description: 'aesrm_backend_ready is 0 for 5 minutes: Triton unreachable / model not loaded, or embedded model failed to load.'
+            - eval_time: 8m
+              alertname: AesrmServerErrors
+              exp_alerts:
+                - exp_labels: {{severity: critical, code: backend_error}}
+                  exp_annotations:
+                    summary: AesRM backend_error errors at 5% of requests
+                    description: More than 2% of scoring requests fail with backend_error for 5 minutes.
+        """)
+
+
+def _panel_exprs(title_part: str) -> list[str]:
+    """Dashboard expressions of panels whose title contains `title_part`, Grafana variables filled in the way
+    Grafana would for "All" and a 15 s scrape."""
+    out = []
+    for p in dashboard_panels(dashboard()):
+        if title_part in p["title"] and p["type"] != "row":
+            for t in p["targets"]:
+                e = t["expr"].replace("$__rate_interval", "1m")
+                out.append(re.sub(r"\$\w+", ".*", e))
+    return out
+
+
+def test_promtool_dashboard_cache_hit_ratio_panels_agree(promtool, tmp_path):
+    """Both "Cache hit ratio" panels use one denominator (all lookups): with Redis failing for part of the
+    lookups they still show the same number."""
+    exprs = _panel_exprs("Cache hit ratio")
+    assert len(exprs) == 2 and len(set(exprs)) == 1, exprs
+    g = 'job="aesrm-gateway", instance="gw:8000"'
+    cases = "\n".join(f"""\
+                - expr: 'round({e}, 0.001)'
+                  eval_time: 5m
+                  exp_samples:
+                    - value: 0.5""" for e in exprs)
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+            - series: 'aesrm_cache_requests_total{{{g}, result="hit"}}'
+              values: '0+50x40'
+            - series: 'aesrm_cache_requests_total{{{g}, result="miss"}}'
+              values: '0+25x40'
+            - series: 'aesrm_cache_requests_total{{{g}, result="error"}}'
+              values: '0+20x40'
+            - series: 'aesrm_cache_requests_total{{{g}, result="bypass"}}'
+              values: '0+5x40'
+          promql_expr_test:
+{cases}
+        """)
+
+
+def test_promtool_explain_duration_reads_a_value_between_rare_jobs(promtool, tmp_path):
+    """One explanation job (0.75 s) finished at minute 1: five minutes later the p50/p95 panel still shows
+    it (a 1-minute window read NaN); 20 minutes later the panel is empty rather than NaN."""
+    p50, p95 = _panel_exprs("Explanation job duration")
+    g = 'job="aesrm-gateway", instance="gw:8000"'
+    series = "\n".join(f"""\
+            - series: 'aesrm_explain_job_duration_seconds_bucket{{{g}, le="{le}"}}'
+              values: '{v}'""" for le, v in (("0.5", "0x120"), ("1", "0x4 1x116"), ("+Inf", "0x4 1x116")))
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+{series}
+          promql_expr_test:
+            - expr: '{p50}'
+              eval_time: 6m
+              exp_samples:
+                - value: 0.75
+            - expr: '{p95}'
+              eval_time: 6m
+              exp_samples:
+                - value: 0.975
+            - expr: '{p50}'
+              eval_time: 25m
+              exp_samples: []
+        """)
+
+
+def test_promtool_first_error_is_seen_because_codes_start_at_zero(promtool, tmp_path):
+    """The gateway exports every known error code at 0 from start-up (service/metrics.py), so the "Errors by
+    code" panel shows the very first backend_error; a series born with its first increment (what the
+    exporter did before) reads 0 there, which is why the codes are pre-created."""
+    (expr,) = _panel_exprs("Errors by code")
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+            - series: 'aesrm_errors_total{{job="aesrm-gateway", code="backend_error"}}'
+              values: '0x10 3x10'
+            - series: 'aesrm_errors_total{{job="aesrm-gateway", code="backend_timeout"}}'
+              values: '_x10 3x10'
+          promql_expr_test:
+            - expr: '({expr}) > bool 0'
+              eval_time: 3m
+              exp_samples:
+                - labels: '{{code="backend_error"}}'
+                  value: 1
+                - labels: '{{code="backend_timeout"}}'
+                  value: 0
+        """)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -721,6 +721,77 @@ def test_promtool_first_error_is_seen_because_codes_start_at_zero(promtool, tmp_
 
 
 # ----------------------------------------------------------------------------------------------------
+# autoscaling on in-flight requests: the prometheus-adapter rule the HPA's Pods metric needs
+
+ADAPTER_VALUES = DEPLOY / "prometheus-adapter" / "values.yaml"
+
+
+def _adapter_rule() -> dict:
+    values = yaml.safe_load(ADAPTER_VALUES.read_text())
+    assert values["rules"]["default"] is False, "only our rule: the chart defaults expose every cAdvisor metric"
+    assert values["prometheus"]["url"].startswith("http") and int(values["prometheus"]["port"]) > 0
+    (rule,) = values["rules"]["custom"]
+    return rule
+
+
+def _hpa_pods_metric() -> tuple[str, float]:
+    k = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    (patch,) = [yaml.safe_load(p["patch"]) for p in k["patches"] if p["target"]["kind"] == "HorizontalPodAutoscaler"]
+    (op,) = patch
+    metric = op["value"]["pods"]
+    return metric["metric"]["name"], float(metric["target"]["averageValue"])
+
+
+def test_adapter_rule_serves_the_metric_the_hpa_reads():
+    rule = _adapter_rule()
+    name, _ = _hpa_pods_metric()
+    (series_name,) = promql_metric_names(rule["seriesQuery"])
+    assert (series_name, "gauge") in gateway_metric_families(), series_name
+    assert re.search(rule["name"]["matches"], series_name)
+    assert re.sub(rule["name"]["matches"], rule["name"]["as"], series_name) == name
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    for word in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert word in rule["metricsQuery"], word
+    # the ServiceMonitor that produces those series is the gateway's, so namespace/pod labels are attached
+    assert "aesrm-gateway" in {m["metadata"]["name"] for m in load_yaml_docs(MONITORING / "servicemonitors.yaml")}
+    assert "prometheus-adapter/values.yaml" in (DEPLOY / "README.md").read_text()
+
+
+def test_promtool_adapter_query_gives_one_value_per_pod(promtool, tmp_path):
+    """The adapter's metricsQuery, rendered the way prometheus-adapter renders it for
+    GET .../namespaces/aesrm/pods/*/aesrm_in_flight_requests, evaluated by promtool on sample series: one
+    smoothed value per gateway pod of our namespace, nothing from other namespaces or unlabelled targets."""
+    rule = _adapter_rule()
+    query = (rule["metricsQuery"].replace("<<.Series>>", "aesrm_in_flight_requests")
+             .replace("<<.LabelMatchers>>", 'namespace="aesrm",pod=~"gw-1|gw-2"').replace("<<.GroupBy>>", "pod"))
+    series_q = rule["seriesQuery"]
+    _promtool_test(promtool, tmp_path, f"""\
+        - interval: 15s
+          input_series:
+            - series: 'aesrm_in_flight_requests{{job="aesrm-gateway", namespace="aesrm", pod="gw-1", instance="10.0.0.1:8000"}}'
+              values: '80x20'
+            - series: 'aesrm_in_flight_requests{{job="aesrm-gateway", namespace="aesrm", pod="gw-2", instance="10.0.0.2:8000"}}'
+              values: '40x20'
+            - series: 'aesrm_in_flight_requests{{job="aesrm-gateway", namespace="other", pod="gw-1", instance="10.0.9.1:8000"}}'
+              values: '500x20'
+            - series: 'aesrm_in_flight_requests{{job="aesrm-gateway", instance="gateway:8000"}}'
+              values: '7x20'
+          promql_expr_test:
+            - expr: '{query}'
+              eval_time: 4m
+              exp_samples:
+                - labels: '{{pod="gw-1"}}'
+                  value: 80
+                - labels: '{{pod="gw-2"}}'
+                  value: 40
+            - expr: 'count({series_q})'
+              eval_time: 4m
+              exp_samples:
+                - value: 3
+        """)
+
+
+# ----------------------------------------------------------------------------------------------------
 # docker/
 
 

@@ -37,12 +37,13 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
         await security.close_limiter(app)
 
     app = FastAPI(title="AesRM reward service", version=__version__, lifespan=lifespan,
-                  description="Pairwise video preference scoring (VA / VF / VP) for GRPO rewards and ranking.")
+                  description="Pairwise video preference scoring (VA / VF / VP) for GRPO rewards and ranking.",
+                  docs_url=None, redoc_url=None)  # /docs from local assets: service/api/routes_docs.py
     app.state.engine = engine
     error_handlers.install_handlers(app, on_error=lambda code: metrics.errors.labels(code).inc())
-    from service.api import routes_explain, routes_health, routes_score, routes_web
+    from service.api import routes_docs, routes_explain, routes_health, routes_score, routes_web
 
-    for module in (routes_score, routes_explain, routes_health, routes_web):
+    for module in (routes_score, routes_explain, routes_health, routes_web, routes_docs):
         app.include_router(module.router)
     # outermost last: metrics see every response, admission refuses before anything else runs
     app.add_middleware(CancelOnDisconnect, metrics=metrics, prefixes=("/v1/pair", "/v1/group"))

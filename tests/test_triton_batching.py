@@ -11,7 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from service.triton_launcher import REPO_ROOT, TritonServer
+from service.tools.triton_launcher import REPO_ROOT, TritonServer
 
 pytest.importorskip("pytriton", reason="the `triton` extra (nvidia-pytriton) is not installed")
 grpcclient = pytest.importorskip("tritonclient.grpc.aio")

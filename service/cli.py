@@ -35,10 +35,13 @@ class Ctx:
 
 
 # --server / --api-key are accepted before the command (`aesrm --server URL score ...`) and after it
-# (`aesrm score a b --server URL`); a value given after the command wins.
-Server = Annotated[str | None, typer.Option(
-    "--server", "-s", envvar="AESRM_SERVER", help="URL of a running server; default: score in-process (embedded model).")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="AESRM_API_KEY", help="Bearer key.")]
+# (`aesrm score a b --server URL`); a value given after the command wins. The environment is read once, by
+# the group callback, so AESRM_SERVER never overrides a flag given before the command.
+_SERVER_HELP = "URL of a running server; default: score in-process (embedded model)."
+GlobalServer = Annotated[str | None, typer.Option("--server", "-s", envvar="AESRM_SERVER", help=_SERVER_HELP)]
+GlobalApiKey = Annotated[str | None, typer.Option("--api-key", envvar="AESRM_API_KEY", help="Bearer key.")]
+Server = Annotated[str | None, typer.Option("--server", "-s", help=_SERVER_HELP + " [env: AESRM_SERVER]")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key. [env: AESRM_API_KEY]")]
 
 
 def _connect(server: str | None, api_key: str | None) -> None:
@@ -49,7 +52,7 @@ def _connect(server: str | None, api_key: str | None) -> None:
 
 
 @app.callback()
-def main(server: Server = None, api_key: ApiKey = None) -> None:
+def main(server: GlobalServer = None, api_key: GlobalApiKey = None) -> None:
     """--server and --api-key go before or after the command. In-process settings come from AESRM_* env."""
     Ctx.server, Ctx.api_key = server, api_key
 

@@ -114,6 +114,12 @@ def test_server_and_key_options_work_after_the_command(keyed_server, renders):
     r = runner.invoke(app, ["rank", str(renders), "-s", keyed_server, "--api-key", "cli-test-key"],
                       env={"COLUMNS": "160"})
     assert r.exit_code == 0 and "clean.mp4" in r.output, r.output
+    # the environment still works, and does not override a flag given before the command
+    r = runner.invoke(app, ["score", a, b, "--json"], env={"AESRM_SERVER": keyed_server, "AESRM_API_KEY": "cli-test-key"})
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["--server", keyed_server, "--api-key", "cli-test-key", "score", a, b, "--json"],
+                      env={"AESRM_SERVER": "http://127.0.0.1:9", "AESRM_API_KEY": "wrong"})
+    assert r.exit_code == 0, r.output
     # before the command still works, and a value after the command wins over one before it
     r = runner.invoke(app, ["--server", "http://127.0.0.1:9", "--api-key", "wrong", "score", a, b,
                             "--server", keyed_server, "--api-key", "cli-test-key", "--json"])

@@ -2,7 +2,8 @@
 
 Why both modes: product people want ``aesrm rank renders/`` to just work on a laptop (in-process on the
 embedded default model, no server), and the same commands against a shared server with ``--server URL``.
-Every command goes through the SDK, so what the CLI shows is exactly what API users get.
+Every command goes through the SDK (or, in-process, the same calls on an Engine: service.engine.local_client), so
+what the CLI shows is exactly what API users get.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.client import AesRMError, AsyncAesRMClient, in_process
+from service.client import AesRMError, AsyncAesRMClient
 
 app = typer.Typer(help="AesRM: pairwise video preference (VA / VF / VP) scoring.", no_args_is_help=True,
                   add_completion=False)
@@ -59,12 +60,15 @@ def main(server: GlobalServer = None, api_key: GlobalApiKey = None) -> None:
 
 @contextlib.asynccontextmanager
 async def _client() -> AsyncIterator[AsyncAesRMClient]:
+    """The SDK client for --server, else the same calls answered by an Engine in this process (no HTTP)."""
     if Ctx.server:
         async with AsyncAesRMClient(Ctx.server, api_key=Ctx.api_key, timeout=300) as c:
             yield c
     else:
+        from service.engine.local_client import local_client
+
         with console.status("loading the embedded model in-process..."):
-            cm = in_process()
+            cm = local_client()
             c = await cm.__aenter__()
         try:
             yield c

@@ -83,10 +83,6 @@ def test_errors_are_one_line_and_exit_1(server, renders, tmp_path):
 
 
 def test_explain_against_real_server(server, renders):
-    import httpx
-
-    if "/v1/explain" not in httpx.get(server + "/openapi.json").json()["paths"]:
-        pytest.skip("explain routes not in this build yet")
     r = runner.invoke(app, ["--server", server, "explain", str(renders / "clean.mp4"),
                             str(renders / "noisy.mp4")], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
@@ -124,3 +120,12 @@ def test_server_and_key_options_work_after_the_command(keyed_server, renders):
     r = runner.invoke(app, ["--server", "http://127.0.0.1:9", "--api-key", "wrong", "score", a, b,
                             "--server", keyed_server, "--api-key", "cli-test-key", "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_explain_and_errors_in_process_run_on_the_engine_without_http(renders):
+    r = runner.invoke(app, ["explain", str(renders / "clean.mp4"), str(renders / "dark.mp4")], env=ENV)
+    assert r.exit_code == 0, r.output
+    assert "overall" in r.output and "source: proxy_heads" in r.output and "VA" in r.output
+    r = runner.invoke(app, ["score", str(renders / "clean.mp4"), str(renders / "broken.mp4")], env=ENV)
+    assert r.exit_code == 1
+    assert "video_undecodable (422)" in r.output and "Traceback" not in r.output

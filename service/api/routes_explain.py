@@ -14,21 +14,16 @@ from service.api.security import require_api_key
 from service.api.state import get_engine
 from service.api.uploads import read_upload
 from service.engine.engine import Engine
-from service.explain.schemas import ExplainRequest, JobAccepted, JobInfo, JobLinks
+from service.explain.schemas import ExplainRequest, JobAccepted, JobInfo, job_info, job_links
 from service.schemas import ErrorResponse
 
 router = APIRouter(prefix="/v1/explain", tags=["explanations"], dependencies=[Depends(require_api_key)])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
-def _links(job_id: str) -> JobLinks:
-    base = f"/v1/explain/{job_id}"
-    return JobLinks(self=base, events=f"{base}/events", cancel=base)
-
-
 async def _submit(engine: Engine, a, b, ids: tuple[str | None, str | None]) -> JSONResponse:
     rec, created = await engine.explain(a, b, ids)
-    body = JobAccepted(job_id=rec["job_id"], status=rec["status"], reused=not created, links=_links(rec["job_id"]))
+    body = JobAccepted(job_id=rec["job_id"], status=rec["status"], reused=not created, links=job_links(rec["job_id"]))
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self})
 
 
@@ -48,23 +43,17 @@ async def submit_explanation_upload(a: UploadFile = File(...), b: UploadFile = F
                          (a.filename, b.filename))
 
 
-def _info(rec: dict) -> JobInfo:
-    fields = {k: rec.get(k) for k in ("job_id", "status", "created_at", "updated_at", "started_at", "finished_at",
-                                      "expires_at", "error", "result")}
-    return JobInfo(**fields, links=_links(rec["job_id"]))
-
-
 @router.get("/{job_id}", response_model=JobInfo, responses=_ERRORS)
 async def get_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Status (queued/running/succeeded/failed/cancelled) and, once succeeded, the result.
     404 job_not_found for unknown ids and for jobs past their TTL (the message says which)."""
-    return _info(await engine.explanations.get(job_id))
+    return job_info(await engine.explanations.get(job_id))
 
 
 @router.delete("/{job_id}", response_model=JobInfo, responses=_ERRORS)
 async def cancel_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Cancel a queued or running job (idempotent on a cancelled one); 409 if it already finished."""
-    return _info(await engine.explanations.cancel(job_id))
+    return job_info(await engine.explanations.cancel(job_id))
 
 
 @router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})

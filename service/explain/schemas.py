@@ -94,3 +94,15 @@ class JobInfo(BaseModel):
     error: JobError | None = None
     result: ExplainResult | None = None
     links: JobLinks
+
+
+def job_links(job_id: str) -> JobLinks:
+    base = f"/v1/explain/{job_id}"
+    return JobLinks(self=base, events=f"{base}/events", cancel=base)
+
+
+def job_info(rec: dict) -> JobInfo:
+    """The public view of a job-store record (the same for HTTP and in-process callers)."""
+    fields = {k: rec.get(k) for k in ("job_id", "status", "created_at", "updated_at", "started_at", "finished_at",
+                                      "expires_at", "error", "result")}
+    return JobInfo(**fields, links=job_links(rec["job_id"]))

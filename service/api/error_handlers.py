@@ -1,8 +1,9 @@
 """Every error leaves the HTTP service through here, so codes, headers and the error counter stay consistent.
 
 ServiceError -> its status and code (Retry-After on 429/503/504, WWW-Authenticate on 401); schema errors ->
-422 invalid_request with details; Starlette's 404/405 -> not_found / method_not_allowed; anything else ->
-500 internal (a bug: never the answer to bad input).
+422 invalid_request with details; Starlette's 404/405 -> not_found / method_not_allowed (405 keeps its Allow
+header); body limits (service.api.body_limits) -> request_too_large / request_timeout; other HTTPExceptions ->
+http_error; anything else -> 500 internal (a bug: never the answer to bad input).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ServiceError, retry_after_s
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -46,7 +50,7 @@ def install_handlers(app: FastAPI, on_error: Callable[[str], None] | None = None
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = getattr(exc, "code", None) or _HTTP_CODES.get(exc.status_code, "http_error")
         note(code)
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

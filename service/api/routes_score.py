@@ -15,7 +15,7 @@ from service.schemas import ErrorResponse, GroupOptions, GroupRequest, GroupResp
 
 router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 422, 429, 502, 503, 504)}
 
 
 @router.post("/pair", response_model=PairResponse, responses=_ERRORS)

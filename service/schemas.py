@@ -18,10 +18,11 @@ class VideoRef(BaseModel):
     testers build only valid refs); at run time the same rule is checked here, explicit nulls included."""
 
     model_config = ConfigDict(extra="forbid")
-    base64: str | None = Field(None, description="File bytes (mp4/webm/mkv/... or .npy), base64; at most "
-                                                 "max_video_bytes once decoded.")
-    path: str | None = Field(None, max_length=4096, description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
-    url: str | None = Field(None, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")
+    base64: str | None = Field(None, min_length=1, description="File bytes (mp4/webm/mkv/... or .npy), base64; "
+                                                               "at most max_video_bytes once decoded.")
+    path: str | None = Field(None, min_length=1, max_length=4096,
+                             description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
+    url: str | None = Field(None, min_length=1, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")
     id: str | None = Field(None, max_length=256, description="Caller's label, echoed back.")
 
     @model_validator(mode="before")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,8 +23,10 @@ import pytest
 
 from service.api.security import hash_key
 from service.examples import encode, pan_frames, photo
+from service.explain.jobs import MAX_EVENT_INDEX
 from service.ingest.sources import base64_max_chars
-from tests.conftest import RedisServer, free_port, metric_value
+from tests.conftest import RedisServer, metric_value
+from tests.server_process import gateway
 
 KEY = "k-hostile-5d1e"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -56,33 +56,15 @@ class Server:
 def server(tmp_path_factory):
     redis = RedisServer().start()  # our own, so the outage test can kill it
     root = tmp_path_factory.mktemp("roots")
-    port = free_port()
-    env = dict(os.environ, AESRM_PORT=str(port), AESRM_REDIS_URL=redis.url, AESRM_MAX_BATCH_WAIT_MS="1",
-               AESRM_API_KEY_HASHES=json.dumps([hash_key(KEY)]), AESRM_MAX_IN_FLIGHT="4",
+    env = dict(AESRM_REDIS_URL=redis.url, AESRM_API_KEY_HASHES=json.dumps([hash_key(KEY)]), AESRM_MAX_IN_FLIGHT="4",
                AESRM_MAX_REQUEST_BYTES=str(MAX_REQUEST), AESRM_MAX_VIDEO_BYTES=str(MAX_VIDEO),
                AESRM_BODY_TIMEOUT_S="5", AESRM_DECODE_BUDGET_PIXELS=str(BUDGET),
                AESRM_ALLOWED_ROOTS=json.dumps([str(root)]), AESRM_DECODE_WORKERS="2")
-    log = open(root.parent / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.api.app"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail((root.parent / "server.log").read_text())
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("server did not become ready")
-    yield Server(base, port, proc, root, redis)
-    proc.terminate()
-    proc.wait(10)
-    log.close()
-    redis.stop()
+    try:
+        with gateway(root.parent, **env) as (base, port, proc):
+            yield Server(base, port, proc, root, redis)
+    finally:
+        redis.stop()
 
 
 # ------------------------------------------------------------------ raw HTTP
@@ -381,13 +363,13 @@ def test_explanation_ids_and_cursors_are_validated_not_sent_to_redis(server):
             r = c.request(method, path)
             assert r.status_code == 404 and code(r) == "job_not_found", (method, path, r.text)
         events = f"/v1/explain/{unknown}/events"
-        for params in ({"after": str(2**64)}, {"after": str(2**31)}, {"after": "-2"}, {"after": "1e3"}):
+        for params in ({"after": str(2**64)}, {"after": str(MAX_EVENT_INDEX + 1)}, {"after": "-2"}, {"after": "1e3"}):
             r = c.get(events, params=params)
             assert r.status_code == 422 and code(r) == "invalid_request", (params, r.text)
         for last in (str(2**64), "99999999999", "-2", "abc", "1.5", "--1"):
             r = c.get(events, headers={"Last-Event-ID": last})
             assert r.status_code == 422 and code(r) == "invalid_request", (last, r.text)
-        for last in ("0", "-1", str(2**31 - 1)):  # valid cursors: the job is simply unknown
+        for last in ("0", "-1", str(MAX_EVENT_INDEX), ""):  # valid cursors (or none): the job is simply unknown
             assert c.get(events, headers={"Last-Event-ID": last}).status_code == 404
 
 

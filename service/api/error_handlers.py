@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from service.errors import ServiceError, retry_after_s
 
@@ -23,11 +22,20 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "request_too_large"}
 
 
-def _allowed(request: Request) -> str:
-    """Every method some route serves at this path (Starlette's Allow names only the first route's)."""
-    routes = request.app.router.routes
-    return ", ".join(m for m in _METHODS if any(
-        route.matches(dict(request.scope, method=m))[0] == Match.FULL for route in routes))
+def _allowed(request: Request) -> str | None:
+    """The methods documented for this path in the app's OpenAPI paths, where the most specific template
+    wins (`/v1/explain/upload`: POST, not also `/v1/explain/{job_id}`'s GET, DELETE). Starlette's own Allow
+    names only the first matching route's methods. None for paths outside the schema."""
+    parts = request.scope["path"].rstrip("/").split("/")
+    best: tuple[int, list[str]] | None = None
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = template.rstrip("/").split("/")
+        if len(pattern) != len(parts) or any(p != q and not p.startswith("{") for p, q in zip(pattern, parts)):
+            continue
+        params = sum(p.startswith("{") for p in pattern)
+        if best is None or params < best[0]:
+            best = (params, [m for m in _METHODS if m.lower() in ops])
+    return ", ".join(best[1]) if best else None
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -63,7 +71,7 @@ def install_handlers(app: FastAPI, on_error: Callable[[str], None] | None = None
         note(code)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:
-            headers["Allow"] = _allowed(request) or headers.get("Allow", "")
+            headers["Allow"] = _allowed(request) or headers.get("Allow", "")  # RFC 9110: required on 405
         return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
                             headers=headers or None)
 

@@ -11,13 +11,14 @@ import re
 import orjson
 from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
 from service.api.security import require_api_key
 from service.api.state import get_engine
 from service.api.uploads import read_upload
 from service.engine.engine import Engine
-from service.explain.jobs import JOB_ID_PATTERN, MAX_EVENT_INDEX
+from service.explain.jobs import CURSOR_PATTERN, JOB_ID_PATTERN, MAX_EVENT_INDEX
 from service.explain.schemas import ExplainRequest, JobAccepted, JobInfo, JobLinks
 from service.schemas import ErrorResponse
 
@@ -54,16 +55,21 @@ async def submit_explanation_upload(a: UploadFile = File(...), b: UploadFile = F
                          (a.filename, b.filename))
 
 
-def _resume_from(after: int | None, last_event_id: str | None) -> int:
+@router.api_route("/upload", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def _upload_other_methods() -> None:
+    """`/upload` is a resource of its own (POST only), not a job id for the `/{job_id}` routes below."""
+    raise StarletteHTTPException(405)
+
+
+def _resume_from(after: int | None, last_event_id: str) -> int:
     """Index of the first event to send: after `?after=`, else after `Last-Event-ID`, else from 0."""
     if after is not None:
         return after + 1
-    text = (last_event_id or "").strip()
-    if not text:
+    if not last_event_id:
         return 0
-    if not re.fullmatch(r"-?\d{1,10}", text) or not -1 <= int(text) <= MAX_EVENT_INDEX:
+    if not re.fullmatch(CURSOR_PATTERN, last_event_id.strip()):  # the Header pattern already says so
         raise errors.InvalidRequest(f"Last-Event-ID must be an event id in [-1, {MAX_EVENT_INDEX}]")
-    return int(text) + 1
+    return int(last_event_id) + 1
 
 
 def _info(rec: dict) -> JobInfo:
@@ -88,12 +94,12 @@ async def cancel_explanation(job_id: str = JobId, engine: Engine = Depends(get_e
 @router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})
 async def explanation_events(request: Request, job_id: str = JobId,
                              after: int | None = Query(None, ge=-1, le=MAX_EVENT_INDEX),
-                             last_event_id: str | None = Header(None, max_length=32),
+                             last_event_id: str = Header("", pattern=CURSOR_PATTERN),
                              engine: Engine = Depends(get_engine)) -> StreamingResponse:
     """Server-Sent Events, in order: `status` (queued, running), `progress` {stage, fraction}, `text` {chunk
     per criterion}, then `result` (the full result) or `error`, then `end` {status}. Each event has an
     `id`; reconnect with `Last-Event-ID` (or `?after=`) to resume without repeats. A cursor that is not
-    an event id (-1 .. 2^31-1) is a 422."""
+    an event id (-1 .. 999999999) is a 422."""
     stream = engine.explanations.stream(job_id, _resume_from(after, last_event_id))
     first = await anext(stream, None)  # raises 404 now, before headers are sent
 

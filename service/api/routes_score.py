@@ -42,7 +42,8 @@ async def score_group(body: GroupRequest, engine: Engine = Depends(get_engine)) 
 
 
 @router.post("/group/upload", response_model=GroupResponse, responses=_ERRORS)
-async def score_group_upload(videos: list[UploadFile] = File(...), reference: UploadFile | None = File(None),
+async def score_group_upload(videos: list[UploadFile] = File(..., min_length=1),
+                             reference: UploadFile | None = File(None),
                              options: str = Form("{}", description="GroupOptions as JSON"),
                              engine: Engine = Depends(get_engine)) -> GroupResponse:
     """Same as /v1/group with the candidates uploaded as repeated `videos` parts."""

@@ -24,7 +24,8 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -173,7 +174,12 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-async def require_api_key(request: Request) -> None:
+# Declares the bearer scheme in OpenAPI (clients and schema-based testers see it); never refuses by itself.
+BEARER = HTTPBearer(auto_error=False, description="An API key, when AESRM_API_KEY_HASHES is set.")
+
+
+async def require_api_key(request: Request,
+                          _: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
     """Scoring/explanation routes: decided by AuthMiddleware; checked here only if the app lacks it."""
     if AUTH_SCOPE_KEY not in request.scope:
         await _check(request.app, app_settings(request), "/v1", request.headers,

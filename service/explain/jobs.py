@@ -30,7 +30,8 @@ from service import errors
 from service.explain.schemas import TERMINAL
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
-MAX_EVENT_INDEX = 2**31 - 1  # SSE cursors (event ids) above this are malformed, not "no events yet"
+MAX_EVENT_INDEX = 999_999_999  # SSE cursors (event ids) above this are malformed, not "no events yet"
+CURSOR_PATTERN = r"^(-1|[0-9]{1,9})?$"  # a Last-Event-ID: -1 .. MAX_EVENT_INDEX (empty = none)
 _OUTAGE = (RedisConnectionError, RedisTimeout, BusyLoadingError, ReadOnlyError, MasterDownError, OutOfMemoryError,
            OSError)  # the server is unreachable, loading, failing over or full: retrying later helps
 PREFIX = "aesrm:explain:v1"

@@ -180,7 +180,8 @@ def test_npy_with_unresizable_frames_is_a_4xx_per_item_on_every_route(server, cl
         for route, r in answers.items():
             assert r.status_code == 422 and code(r) == "invalid_tensor", (route, r.status_code, r.text)
             assert r.json()["error"]["item"] == "a"
-        files = [("videos", ("0.mp4", clips["clean"])), ("videos", ("1.npy", bad)), ("videos", ("2.mp4", clips["dark"]))]
+        files = [("videos", ("0.mp4", clips["clean"])), ("videos", ("1.npy", bad)),
+                 ("videos", ("2.mp4", clips["dark"]))]
         groups = [c.post("/v1/group/upload", files=files),
                   c.post("/v1/group", json={"videos": [b64(clips["clean"]), b64(bad), b64(clips["dark"])]})]
     for g in groups:  # the group is kept: one error entry, the others scored

@@ -180,7 +180,8 @@ async def test_crafted_files_through_http(crafted, clips, tmp_path):
     (tmp_path / "link").symlink_to("/etc/passwd")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     async with running_app(s, None) as (client, _):
-        warm = await client.post("/v1/pair/upload", files={"a": ("a.mp4", clips["clean"]), "b": ("b.mp4", clips["dark"])})
+        warm = await client.post("/v1/pair/upload",
+                                 files={"a": ("a.mp4", clips["clean"]), "b": ("b.mp4", clips["dark"])})
         assert warm.status_code == 200  # torch and the model are loaded: growth below is the inputs' alone
         rss0 = rss_mb()
         for name, data in crafted.items():

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     allowed_roots: list[str] = Field(default_factory=list, description="Dirs path inputs may come from.")
     decode_workers: int = Field(4, ge=1, description="Bounded PyAV decode thread pool.")
     decode_queue_size: int = Field(256, ge=1, description="Videos waiting for a decode thread; full -> 429.")
+    decode_budget_pixels: int = Field(
+        1920 * 1080 * 600, ge=1,
+        description="Decode work per sampled frame: frames decoded x width x height, cumulative over the T "
+                    "samples (600 1080p frames each; a clip with too few keyframes -> 422).")
 
     # --- scoring ---
     both_orders: bool = Field(True, description="Ask each pair as (A,B) and (B,A) by default.")
@@ -76,6 +80,9 @@ class Settings(BaseSettings):
     auth_health: bool = Field(False, description="Require a key for /health/* too.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Per-key requests/minute (Redis); 0 = off.")
     max_in_flight: int = Field(256, ge=1, description="Scoring requests in progress; above -> 429.")
+    max_request_bytes: int = Field(192 * 1024 * 1024, ge=1024,
+                                   description="Whole request body, enforced while streaming -> 413.")
+    body_timeout_s: float = Field(120.0, gt=0, description="Time an admitted request has to send its body -> 408.")
     url_ingest: bool = Field(False, description="Allow {'url': ...} inputs (SSRF-guarded).")
     url_allowlist: list[str] = Field(default_factory=list,
                                      description="CIDRs/hosts allowed even if private (e.g. a CDN).")

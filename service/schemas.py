@@ -7,21 +7,55 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+VIDEO_SOURCES = ("base64", "path", "url")
+
+
 class VideoRef(BaseModel):
     """One video: exactly one of base64 bytes (a container file or a raw uint8 [T,H,W,3] .npy), a path
-    under the configured allowed roots, or a URL. Uploading with the /upload routes avoids base64."""
+    under the configured allowed roots, or a URL. Uploading with the /upload routes avoids base64.
+
+    The OpenAPI schema says so as `oneOf` three closed alternatives (so generated clients and schema-based
+    testers build only valid refs); at run time the same rule is checked here, explicit nulls included."""
 
     model_config = ConfigDict(extra="forbid")
-    base64: str | None = Field(None, description="File bytes (mp4/webm/mkv/... or .npy), base64.")
-    path: str | None = Field(None, description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
-    url: str | None = Field(None, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")
+    base64: str | None = Field(None, min_length=1, description="File bytes (mp4/webm/mkv/... or .npy), base64; "
+                                                               "at most max_video_bytes once decoded.")
+    path: str | None = Field(None, min_length=1, max_length=4096,
+                             description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
+    url: str | None = Field(None, min_length=1, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")
     id: str | None = Field(None, max_length=256, description="Caller's label, echoed back.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_sources(cls, data):
+        if isinstance(data, dict):
+            for key in VIDEO_SOURCES:
+                if key in data and data[key] is None:
+                    raise ValueError(f"'{key}' may not be null: give exactly one of 'base64', 'path' or 'url'")
+        return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "VideoRef":
         if sum(x is not None for x in (self.base64, self.path, self.url)) != 1:
             raise ValueError("give exactly one of 'base64', 'path' or 'url'")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        props = target["properties"]
+
+        def non_null(prop: dict) -> dict:
+            out = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+            out.update(next(x for x in prop.get("anyOf", [prop]) if x.get("type") != "null"))
+            return out
+
+        target.pop("properties"), target.pop("additionalProperties", None), target.pop("type", None)
+        target["oneOf"] = [{"title": f"Video{key.capitalize()}", "type": "object", "required": [key],
+                            "properties": {key: non_null(props[key]), "id": props["id"]},
+                            "additionalProperties": False} for key in VIDEO_SOURCES]
+        return schema
 
 
 class PairOptions(BaseModel):

@@ -250,7 +250,7 @@ def test_explain_submit_poll_and_events(server, clips):
         again = c.explain_submit(clips["clean"], clips["noisy"])
         events = list(c.explain_events(again.job_id))
         with pytest.raises(AesRMError) as exc:
-            c.explain_status("no-such-job")
+            c.explain_status("0" * 32)  # well formed, never issued (malformed ids are 422)
     assert info.status == "succeeded" and info.result is not None
     assert set(info.result.dimensions) == {"VA", "VF", "VP"} and info.result.reasoning
     assert info.result.overall.verdict in ("A", "B", "tie")

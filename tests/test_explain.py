@@ -174,8 +174,9 @@ async def test_second_replica_sees_state_and_reuses(api, explain_redis, clips):
 
 async def test_unknown_job_is_404(api):
     client, _ = api
-    for method, path in (("GET", "/v1/explain/nope"), ("DELETE", "/v1/explain/nope"),
-                         ("GET", "/v1/explain/nope/events")):
+    unknown = "0" * 32  # well formed, never issued (malformed ids are 422: tests/test_hostile_http.py)
+    for method, path in (("GET", f"/v1/explain/{unknown}"), ("DELETE", f"/v1/explain/{unknown}"),
+                         ("GET", f"/v1/explain/{unknown}/events")):
         r = await client.request(method, path)
         assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found", (method, path, r.text)
         assert "unknown" in r.json()["error"]["message"]

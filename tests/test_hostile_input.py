@@ -148,6 +148,9 @@ def crafted(clips) -> dict[str, bytes]:
         "npy_5d": _npy("(1, 2, 4, 4, 3)", body=b"\0" * 96),
         "npy_truncated": _npy("(8, 64, 64, 3)", body=b"\0" * 100),
         "npy_zero_frames": _npy("(0, 64, 64, 3)", body=b""),
+        # valid uint8 [T,H,W,3] under max_pixels that the resizer refuses (was a 500)
+        "npy_1x2100000_frames": _npy("(1, 1, 2100000, 3)", body=b"\0" * 6_300_000),
+        "npy_2100000x1_frames": _npy("(1, 2100000, 1, 3)", body=b"\0" * 6_300_000),
     }
 
 
@@ -172,22 +175,26 @@ def test_crafted_files_through_decode_layer(crafted):
 
 
 async def test_crafted_files_through_http(crafted, clips, tmp_path):
-    s = test_settings(allow_untrained=True, max_video_bytes=4 * 1024 * 1024, allowed_roots=[str(tmp_path)])
+    s = test_settings(allow_untrained=True, max_video_bytes=8 * 1024 * 1024, allowed_roots=[str(tmp_path)])
     (tmp_path / "ok.mp4").write_bytes(clips["clean"])
     (tmp_path / "link").symlink_to("/etc/passwd")
-    rss0 = rss_mb()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     async with running_app(s, None) as (client, _):
+        warm = await client.post("/v1/pair/upload",
+                                 files={"a": ("a.mp4", clips["clean"]), "b": ("b.mp4", clips["dark"])})
+        assert warm.status_code == 200  # torch and the model are loaded: growth below is the inputs' alone
+        rss0 = rss_mb()
         for name, data in crafted.items():
             for filename in ("x.mp4", "../../../../etc/passwd", "..\\..\\boot.ini"):
                 r = await client.post("/v1/pair/upload", files={"a": (filename, data), "b": ("b.mp4", clips["dark"])})
                 assert r.status_code < 500, (name, r.status_code, r.text)
                 tally("crafted/http", f"{r.status_code}:{r.json().get('error', {}).get('code', 'ok')}")
-        big = await client.post("/v1/pair/upload", files={"a": ("a", b"\0" * (5 * 1024 * 1024)), "b": ("b", b"x")})
+        big = await client.post("/v1/pair/upload", files={"a": ("a", b"\0" * (9 * 1024 * 1024)), "b": ("b", b"x")})
         assert big.status_code == 413
         # path traversal / escape attempts on JSON path inputs
         for p in ("../../../../etc/passwd", "/etc/passwd", f"{tmp_path}/../../etc/passwd", f"{tmp_path}/link",
                   f"{tmp_path}/ok.mp4\x00.txt", "%2e%2e/%2e%2e/etc/passwd", f"{tmp_path}/missing.mp4", str(tmp_path),
-                  "file:///etc/passwd", "~root/.ssh/id_rsa"):
+                  "file:///etc/passwd", "~root/.ssh/id_rsa", f"{tmp_path}/loop", f"{tmp_path}/{'x' * 300}.mp4"):
             r = await client.post("/v1/pair", json={"a": {"path": p}, "b": {"path": f"{tmp_path}/ok.mp4"}})
             assert r.status_code in (403, 404, 422), (p, r.status_code, r.text)
             tally("path_traversal/http", f"{r.status_code}:{r.json()['error']['code']}")

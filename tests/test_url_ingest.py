@@ -113,6 +113,8 @@ async def test_allowlisted_local_server_is_fetched_with_original_host_header(web
     "http://[::ffff:127.0.0.1]:{port}/", "http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/",
     "http://192.168.0.1/", "http://172.16.0.1/", "http://100.64.0.1/", "http://[fd00::1]/", "http://[fe80::1]/",
     "http://224.0.0.1/", "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::1]/",
+    # IETF protocol assignments (192.0.0.0/24: Python calls most of it global), 6to4 relay, local-use NAT64
+    "http://192.0.0.192/", "http://192.0.0.9/", "http://192.88.99.1/", "http://[64:ff9b:1::a9fe:a9fe]/",
 ])
 async def test_private_loopback_metadata_and_encoded_addresses_refused(web, url):
     assert await code_of(url.format(port=web[1]), s(url_allowlist=[])) == "url_not_allowed"

@@ -13,8 +13,9 @@ import logging
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import error_handlers, security
+from service.api import error_handlers, openapi, security
 from service.api.admission import AdmissionMiddleware
+from service.api.body_limits import BodyGuardMiddleware
 from service.api.metrics_middleware import CancelOnDisconnect, MetricsMiddleware
 from service.config import Settings, get_settings
 from service.contract import ScorerBackend
@@ -45,9 +46,14 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
 
     for module in (routes_score, routes_explain, routes_health, routes_web, routes_docs):
         app.include_router(module.router)
-    # outermost last: metrics see every response, admission refuses before anything else runs
+    # outermost last: metrics -> auth (headers only) -> body size/deadline -> admission -> cancel on
+    # disconnect -> routes
     app.add_middleware(CancelOnDisconnect, metrics=metrics, prefixes=("/v1/pair", "/v1/group"))
     app.add_middleware(AdmissionMiddleware, max_in_flight=engine.settings.max_in_flight, metrics=metrics)
+    app.add_middleware(BodyGuardMiddleware, max_bytes=engine.settings.max_request_bytes,
+                       timeout_s=engine.settings.body_timeout_s, metrics=metrics)
+    app.add_middleware(security.AuthMiddleware, settings=engine.settings, metrics=metrics)
+    openapi.install(app, engine.settings)
     static_paths = frozenset(p for p in app.openapi()["paths"] if "{" not in p)
     app.add_middleware(MetricsMiddleware, metrics=metrics, static_paths=static_paths)
     return app

@@ -6,19 +6,26 @@ blocks a fast reward route. State lives in the job store (Redis when configured)
 
 from __future__ import annotations
 
-import orjson
-from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+import re
 
+import orjson
+from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
 from service.api.security import require_api_key
 from service.api.state import get_engine
 from service.api.uploads import read_upload
 from service.engine.engine import Engine
+from service.explain.jobs import CURSOR_PATTERN, JOB_ID_PATTERN, MAX_EVENT_INDEX
 from service.explain.schemas import ExplainRequest, JobAccepted, JobInfo, job_info, job_links
 from service.schemas import ErrorResponse
 
 router = APIRouter(prefix="/v1/explain", tags=["explanations"], dependencies=[Depends(require_api_key)])
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 409, 413, 422, 429, 503)}
+JobId = Path(..., pattern=JOB_ID_PATTERN, description="The job id from POST /v1/explain (32 hex digits); "
+                                                       "malformed -> 422, unknown or expired -> 404.")
 
 
 async def _submit(engine: Engine, a, b, ids: tuple[str | None, str | None]) -> JSONResponse:
@@ -43,31 +50,46 @@ async def submit_explanation_upload(a: UploadFile = File(...), b: UploadFile = F
                          (a.filename, b.filename))
 
 
+@router.api_route("/upload", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def _upload_other_methods() -> None:
+    """`/upload` is a resource of its own (POST only), not a job id for the `/{job_id}` routes below."""
+    raise StarletteHTTPException(405)
+
+
+def _resume_from(after: int | None, last_event_id: str) -> int:
+    """Index of the first event to send: after `?after=`, else after `Last-Event-ID`, else from 0."""
+    if after is not None:
+        return after + 1
+    if not last_event_id:
+        return 0
+    if not re.fullmatch(CURSOR_PATTERN, last_event_id.strip()):  # the Header pattern already says so
+        raise errors.InvalidRequest(f"Last-Event-ID must be an event id in [-1, {MAX_EVENT_INDEX}]")
+    return int(last_event_id) + 1
+
+
 @router.get("/{job_id}", response_model=JobInfo, responses=_ERRORS)
-async def get_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
+async def get_explanation(job_id: str = JobId, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Status (queued/running/succeeded/failed/cancelled) and, once succeeded, the result.
     404 job_not_found for unknown ids and for jobs past their TTL (the message says which)."""
     return job_info(await engine.explanations.get(job_id))
 
 
 @router.delete("/{job_id}", response_model=JobInfo, responses=_ERRORS)
-async def cancel_explanation(job_id: str, engine: Engine = Depends(get_engine)) -> JobInfo:
+async def cancel_explanation(job_id: str = JobId, engine: Engine = Depends(get_engine)) -> JobInfo:
     """Cancel a queued or running job (idempotent on a cancelled one); 409 if it already finished."""
     return job_info(await engine.explanations.cancel(job_id))
 
 
 @router.get("/{job_id}/events", responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})
-async def explanation_events(job_id: str, request: Request, after: int | None = Query(None, ge=-1),
-                             last_event_id: str | None = Header(None),
+async def explanation_events(request: Request, job_id: str = JobId,
+                             after: int | None = Query(None, ge=-1, le=MAX_EVENT_INDEX),
+                             last_event_id: str = Header("", pattern=CURSOR_PATTERN),
                              engine: Engine = Depends(get_engine)) -> StreamingResponse:
     """Server-Sent Events, in order: `status` (queued, running), `progress` {stage, fraction}, `text` {chunk
     per criterion}, then `result` (the full result) or `error`, then `end` {status}. Each event has an
-    `id`; reconnect with `Last-Event-ID` (or `?after=`) to resume without repeats."""
-    start = 0
-    resume = after if after is not None else (int(last_event_id) if (last_event_id or "").isdigit() else None)
-    if resume is not None:
-        start = resume + 1
-    stream = engine.explanations.stream(job_id, start)
+    `id`; reconnect with `Last-Event-ID` (or `?after=`) to resume without repeats. A cursor that is not
+    an event id (-1 .. 999999999) is a 422."""
+    stream = engine.explanations.stream(job_id, _resume_from(after, last_event_id))
     first = await anext(stream, None)  # raises 404 now, before headers are sent
 
     async def body():

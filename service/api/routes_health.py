@@ -10,7 +10,7 @@ from service import errors
 from service.api.security import require_api_key, require_key_for_health, require_key_for_metrics
 from service.api.state import get_engine
 from service.engine.engine import Engine
-from service.schemas import ModelInfo
+from service.schemas import ErrorResponse, ModelInfo
 
 router = APIRouter()
 
@@ -45,7 +45,8 @@ async def metrics(engine: Engine = Depends(get_engine)) -> Response:
     return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/model", response_model=ModelInfo, tags=["scoring"], dependencies=[Depends(require_api_key)])
+@router.get("/v1/model", response_model=ModelInfo, tags=["scoring"], dependencies=[Depends(require_api_key)],
+            responses={code: {"model": ErrorResponse} for code in (401, 429, 503)})
 async def model(engine: Engine = Depends(get_engine)) -> ModelInfo:
     if not await engine.ready():
         raise errors.BackendUnavailable("backend not ready")

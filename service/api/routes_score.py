@@ -15,7 +15,7 @@ from service.schemas import ErrorResponse, GroupOptions, GroupRequest, GroupResp
 
 router = APIRouter(prefix="/v1", tags=["scoring"], dependencies=[Depends(require_api_key)])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 413, 422, 429, 502, 503, 504)}
 
 
 @router.post("/pair", response_model=PairResponse, responses=_ERRORS)
@@ -42,7 +42,8 @@ async def score_group(body: GroupRequest, engine: Engine = Depends(get_engine)) 
 
 
 @router.post("/group/upload", response_model=GroupResponse, responses=_ERRORS)
-async def score_group_upload(videos: list[UploadFile] = File(...), reference: UploadFile | None = File(None),
+async def score_group_upload(videos: list[UploadFile] = File(..., min_length=1),
+                             reference: UploadFile | None = File(None),
                              options: str = Form("{}", description="GroupOptions as JSON"),
                              engine: Engine = Depends(get_engine)) -> GroupResponse:
     """Same as /v1/group with the candidates uploaded as repeated `videos` parts."""

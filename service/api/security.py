@@ -1,4 +1,9 @@
-"""API-key auth and per-key rate limits, as FastAPI dependencies.
+"""API-key auth and per-key rate limits, decided from the request line and headers alone.
+
+`AuthMiddleware` runs outside admission and before any body byte is read: an unauthenticated or
+rate-limited request is answered (401 / 429) without reading its body and without taking a scoring slot,
+so anonymous slow uploads cannot occupy capacity. The route dependencies below only confirm that the
+middleware ran (and do the same check themselves if an app was built without it).
 
 Keys are configured only as sha256 hex digests (`api_key_hashes`), so a leaked config does not leak keys;
 the presented key is hashed and compared with every configured digest in constant time (no early exit).
@@ -20,15 +25,21 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
+from service.api.error_handlers import error_response
 from service.api.state import app_settings
 from service.config import Settings
+from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60
+AUTH_SCOPE_KEY = "aesrm.identity"  # set by AuthMiddleware once a request passed auth and its rate limit
 
 # KEYS[1] = window key; ARGV[1] = window seconds. Returns {count, ttl_ms}.
 _LUA = """
@@ -54,8 +65,9 @@ def check_key(presented: str | None, hashes: list[str]) -> str | None:
     return match
 
 
-def bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def bearer(request: Request | Headers) -> str | None:
+    headers = request.headers if isinstance(request, Request) else request
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
@@ -101,51 +113,92 @@ class RateLimiter:
             await self._redis.aclose()
 
 
-def limiter_for(request: Request) -> RateLimiter | None:
-    """One limiter per app (created on first use; closed by the app's lifespan if registered there)."""
-    settings: Settings = app_settings(request)
+def _limiter(app, settings: Settings) -> RateLimiter | None:
+    """One limiter per app (created on first use; closed by the app's lifespan)."""
     if settings.rate_limit_per_minute <= 0:
         return None
-    limiter = getattr(request.app.state, "rate_limiter", None)
+    limiter = getattr(app.state, "rate_limiter", None)
     if limiter is None:
         limiter = RateLimiter(settings.rate_limit_per_minute, settings.redis_url, settings.redis_timeout_s,
                               settings.redis_retry_after_s)
-        request.app.state.rate_limiter = limiter
+        app.state.rate_limiter = limiter
     return limiter
 
 
-def _authenticate(request: Request) -> str | None:
-    """Identity for rate limiting: the key's digest prefix, or the client address when auth is off."""
-    settings: Settings = app_settings(request)
+def limiter_for(request: Request) -> RateLimiter | None:
+    return _limiter(request.app, app_settings(request))
+
+
+def authenticate(headers: Headers, settings: Settings) -> str | None:
+    """Identity for rate limiting: the key's digest prefix; None when auth is off. Raises Unauthorized."""
     if not settings.api_key_hashes:
         return None
-    match = check_key(bearer(request), settings.api_key_hashes)
+    match = check_key(bearer(headers), settings.api_key_hashes)
     if match is None:
         raise errors.Unauthorized("missing or unknown API key (Authorization: Bearer <key>)")
     return match[:16]
 
 
-async def require_api_key(request: Request) -> None:
-    """Scoring/explanation routes: a valid key (when keys are configured), then that key's rate limit."""
-    identity = _authenticate(request)
-    limiter = limiter_for(request)
+async def rate_limit(app, settings: Settings, identity: str) -> None:
+    limiter = _limiter(app, settings)
     if limiter is None:
         return
-    if identity is None:
-        identity = "ip:" + (request.client.host if request.client else "unknown")
     allowed, reset_s = await limiter.hit(identity)
     if not allowed:
         raise errors.RateLimited(f"more than {limiter.limit} requests/minute for this key", retry_after_s=reset_s)
 
 
+def _needs_key(path: str, settings: Settings) -> bool:
+    return (path == "/v1" or path.startswith("/v1/") or (settings.auth_health and path.startswith("/health/"))
+            or (settings.auth_metrics and path == "/metrics"))
+
+
+async def _check(app, settings: Settings, path: str, headers: Headers, client) -> str:
+    identity = authenticate(headers, settings)
+    if path.startswith("/v1"):  # scoring/explanation/model: the per-key (or per-address) rate limit
+        await rate_limit(app, settings, identity or "ip:" + (client[0] if client else "unknown"))
+    return identity or ""
+
+
+class AuthMiddleware:
+    """Auth and rate limit from headers only, outside admission: refused requests never read a body byte."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _needs_key(scope["path"], self.settings):
+            return await self.app(scope, receive, send)
+        try:
+            scope[AUTH_SCOPE_KEY] = await _check(scope["app"], self.settings, scope["path"], Headers(scope=scope),
+                                                 scope.get("client"))
+        except errors.ServiceError as exc:
+            if self.metrics is not None:
+                self.metrics.errors.labels(exc.code).inc()
+            return await error_response(exc)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+# Declares the bearer scheme in OpenAPI (clients and schema-based testers see it); never refuses by itself.
+BEARER = HTTPBearer(auto_error=False, description="An API key, when AESRM_API_KEY_HASHES is set.")
+
+
+async def require_api_key(request: Request,
+                          _: HTTPAuthorizationCredentials | None = Security(BEARER)) -> None:
+    """Scoring/explanation routes: decided by AuthMiddleware; checked here only if the app lacks it."""
+    if AUTH_SCOPE_KEY not in request.scope:
+        await _check(request.app, app_settings(request), "/v1", request.headers,
+                     (request.client.host,) if request.client else None)
+
+
 async def require_key_for_health(request: Request) -> None:
-    if app_settings(request).auth_health:
-        _authenticate(request)
+    if app_settings(request).auth_health and AUTH_SCOPE_KEY not in request.scope:
+        authenticate(request.headers, app_settings(request))
 
 
 async def require_key_for_metrics(request: Request) -> None:
-    if app_settings(request).auth_metrics:
-        _authenticate(request)
+    if app_settings(request).auth_metrics and AUTH_SCOPE_KEY not in request.scope:
+        authenticate(request.headers, app_settings(request))
 
 
 async def close_limiter(app) -> None:

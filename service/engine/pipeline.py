@@ -46,7 +46,7 @@ class ScoringPipeline:
     def __init__(self, settings: Settings, backend: ScorerBackend, cache: ScoreCache, metrics: Metrics):
         self.settings, self.backend, self.cache, self.metrics = settings, backend, cache, metrics
         self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
-        self._limits = DecodeLimits(settings.max_pixels, settings.max_duration_s, settings.max_frames)
+        self._limits = DecodeLimits.from_settings(settings)
         self._decodes_waiting = 0
 
     def close(self) -> None:

@@ -122,7 +122,7 @@ class CotRunner:
         self.settings = settings
         self.client = CotClient(settings.triton_url, settings.explain_triton_model, settings.explain_timeout_s)
         self._pool = ThreadPoolExecutor(settings.explain_workers, thread_name_prefix="explain-decode")
-        self._limits = DecodeLimits(settings.max_pixels, settings.max_duration_s, settings.max_frames)
+        self._limits = DecodeLimits.from_settings(settings)
 
     def identity(self) -> str:
         return f"cot:{self.settings.explain_triton_model}:T{COT_FRAMES}xH{COT_HEIGHT}xW{COT_WIDTH}"

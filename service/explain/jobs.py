@@ -8,21 +8,32 @@ Layout (prefix aesrm:explain:v1):
   known:{id}            tombstone outliving the job by a day, so an expired id says "expired", not "unknown".
 State changes are compare-and-set Lua scripts: whoever moves a job to a terminal state first wins (a cancel
 from another replica vs the worker finishing), and only the winner appends the terminal events.
+Keys are built only from ids that passed `check_job_id` (32 hex digits, what new_job_id makes), so a client
+cannot address another key (`X:events`); only a Redis outage (connection, timeout, loading) becomes 503 —
+a command error would be our bug and is not dressed up as a retryable outage.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import BusyLoadingError, ConnectionError as RedisConnectionError, MasterDownError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from service import errors
 from service.explain.schemas import TERMINAL
 
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+MAX_EVENT_INDEX = 999_999_999  # SSE cursors (event ids) above this are malformed, not "no events yet"
+CURSOR_PATTERN = r"^(-1|[0-9]{1,9})?$"  # a Last-Event-ID: -1 .. MAX_EVENT_INDEX (empty = none)
+_OUTAGE = (RedisConnectionError, RedisTimeout, BusyLoadingError, ReadOnlyError, MasterDownError, OutOfMemoryError,
+           OSError)  # the server is unreachable, loading, failing over or full: retrying later helps
 PREFIX = "aesrm:explain:v1"
 TOMBSTONE_S = 24 * 3600
 LIVE = ("queued", "running", "succeeded")  # states an identical request may reuse
@@ -52,6 +63,19 @@ class JobStore(Protocol):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
+
+
+def check_job_id(job_id: str) -> str:
+    """The id if well formed (422 invalid_request otherwise): the only ids store keys are built from."""
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        raise errors.InvalidRequest("malformed job id (expected 32 lowercase hex digits)")
+    return job_id
+
+
+def check_cursor(index: int) -> int:
+    if not 0 <= index <= MAX_EVENT_INDEX + 1:
+        raise errors.InvalidRequest(f"event cursor out of range [-1, {MAX_EVENT_INDEX}]")
+    return index
 
 
 def _record(job_id: str, fingerprint: str, meta: dict, ttl: int) -> dict:
@@ -182,7 +206,7 @@ class RedisJobStore:
     async def _call(self, coro):
         try:
             return await coro
-        except (RedisError, OSError) as exc:
+        except _OUTAGE as exc:
             raise errors.BackendUnavailable(f"explanation job store unavailable: {type(exc).__name__}",
                                             retry_after_s=2.0) from None
 

@@ -32,7 +32,7 @@ import orjson
 from service import errors
 from service.config import Settings
 from service.explain.evidence import TIE_BAND, proxy_explanation
-from service.explain.jobs import JobStore, build_store, is_terminal
+from service.explain.jobs import JobStore, build_store, check_cursor, check_job_id, is_terminal
 from service.explain.schemas import ExplainResult
 from service.ingest.sources import LoadedInput
 from service.lifecycle import stop_tasks
@@ -156,12 +156,13 @@ class ExplainService:
             self.metrics.explain_queue_depth.set(self._waiting)
 
     async def get(self, job_id: str) -> dict:
-        rec = await self.store.get(job_id)
+        rec = await self.store.get(check_job_id(job_id))
         if rec is None:
             raise await self._not_found(job_id)
         return rec
 
     async def cancel(self, job_id: str) -> dict:
+        check_job_id(job_id)
         before = await self._finish(job_id, "cancelled", ("queued", "running"), "cancelled", "cancelled by client")
         if before is None:
             raise await self._not_found(job_id)
@@ -176,7 +177,8 @@ class ExplainService:
                      keepalive_s: float = 15.0) -> AsyncIterator[tuple[int, dict | None]]:
         """(index, event) from `start` until the 'end' event; (index, None) is a keep-alive tick.
         Reads the shared store, so any replica can serve any job's stream."""
-        await self.get(job_id)  # 404 before the stream starts
+        check_cursor(start)
+        await self.get(job_id)  # 422 / 404 before the stream starts
         idx, quiet, last_check, terminal_seen = start, 0.0, time.monotonic(), 0
         limit = time.monotonic() + self.settings.explain_timeout_s + self.settings.explain_job_ttl_s
         while time.monotonic() < limit:

@@ -5,7 +5,10 @@ target; when no keyframe lies between the current position and the next target (
 index), we decode on instead of seeking, so no frame is decoded twice. Cost is about T x GOP frames at
 most, independent of clip length.
 Limits (bytes, pixels, duration, frames) are enforced before and while decoding, so a hostile file can't
-make us decode forever. Rotation metadata is applied; variable frame rate is handled by using pts times.
+make us decode forever. Decode *work* is bounded too: a clip with one keyframe and 19,000 1080p frames is
+small on the wire but forces decoding nearly every frame, so the pixels decoded may not exceed
+`budget_pixels` per sampled frame (checked as each frame is decoded; -> 422 decode_budget_exceeded).
+Rotation metadata is applied; variable frame rate is handled by using pts times.
 """
 
 from __future__ import annotations
@@ -31,11 +34,19 @@ _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "g
 _SEEK_GAP_S = 0.5
 
 
+DEFAULT_BUDGET_PIXELS = 1920 * 1080 * 600  # = Settings.decode_budget_pixels' default
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int
     max_duration_s: float
     max_frames: int
+    budget_pixels: int = DEFAULT_BUDGET_PIXELS  # decode work per sampled frame (frames x width x height)
+
+    @classmethod
+    def from_settings(cls, settings) -> "DecodeLimits":
+        return cls(settings.max_pixels, settings.max_duration_s, settings.max_frames, settings.decode_budget_pixels)
 
 
 @dataclass
@@ -46,6 +57,7 @@ class DecodeStats:
     duration_s: float = 0.0
     rotation: int = 0
     frames_decoded: int = 0
+    pixels_decoded: int = 0
     seeks: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -175,8 +187,14 @@ def _pick_frames(container, stream, tb, targets, limits, stats, item) -> list:
             if frame is None:
                 break
             stats.frames_decoded += 1
+            stats.pixels_decoded += frame.width * frame.height
             if stats.frames_decoded > limits.max_frames:
                 raise errors.VideoTooManyFrames(f"decoded more than max_frames={limits.max_frames}", item=item)
+            if stats.pixels_decoded > limits.budget_pixels * (len(picked) + 1):
+                raise errors.DecodeBudgetExceeded(
+                    f"sampling frame {len(picked) + 1} of {len(targets)} needed more than decode_budget_pixels="
+                    f"{limits.budget_pixels} per sampled frame ({stats.frames_decoded} frames decoded so far; "
+                    "re-encode with more keyframes)", item=item)
             current = frame
             t = _frame_time(frame, tb)
             current_t = t if t is not None else current_t + 1e-3

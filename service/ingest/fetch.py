@@ -2,12 +2,14 @@
 
 Limits and policy (size, allowed roots, URL guard) are applied here, the same for the fast reward path and
 the explanation path. A bad item comes back as its ServiceError (not raised) so a group can report it per
-item; anything else is a bug and propagates.
+item. Any other exception while reading one item is logged (it is a bug to fix) and also becomes that
+item's 422: one odd input must never cost the whole group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from service import errors
@@ -16,6 +18,7 @@ from service.ingest.sources import LoadedInput, from_bytes, load_ref
 from service.metrics import Metrics
 from service.schemas import VideoRef
 
+log = logging.getLogger(__name__)
 Input = VideoRef | bytes  # JSON reference or uploaded bytes
 
 
@@ -39,7 +42,12 @@ async def fetch_all(items: list[Input], labels: list, settings: Settings,
     got = await asyncio.gather(*(fetch_input(x, settings, lab) for x, lab in zip(items, labels)),
                                return_exceptions=True)
     metrics.stage("ingest", time.perf_counter() - t)
-    for g in got:
-        if isinstance(g, BaseException) and not isinstance(g, errors.ServiceError):
-            raise g
-    return list(got)
+    out: list[LoadedInput | errors.ServiceError] = []
+    for g, label in zip(got, labels):
+        if isinstance(g, BaseException) and not isinstance(g, Exception):
+            raise g  # cancellation, interpreter exit
+        if isinstance(g, Exception) and not isinstance(g, errors.ServiceError):
+            log.error("reading input %s failed unexpectedly", label, exc_info=g)
+            g = errors.InvalidRequest(f"input could not be read: {type(g).__name__}", item=label)
+        out.append(g)
+    return out

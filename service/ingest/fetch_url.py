@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _REDIRECTS = {301, 302, 303, 307, 308}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Special-purpose ranges Python's ipaddress still calls global (IANA special-purpose registries): the whole
+# IETF protocol-assignments block (only parts of 192.0.0.0/24 are marked non-global), the deprecated 6to4
+# relay anycast, AMT, AS112 and the local-use NAT64 prefix.
+_EXTRA_FORBIDDEN = tuple(ipaddress.ip_network(n) for n in (
+    "192.0.0.0/24", "192.88.99.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.175.48.0/24",
+    "64:ff9b:1::/48", "2001::/23", "2001:4:112::/48", "2620:4f:8000::/48"))
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
 
@@ -58,7 +64,8 @@ def _embedded_v4(ip: IPAddress) -> IPAddress:
 def is_forbidden(ip: IPAddress) -> bool:
     for addr in {ip, _embedded_v4(ip)}:
         if (not addr.is_global or addr.is_private or addr.is_loopback or addr.is_link_local
-                or addr.is_multicast or addr.is_reserved or addr.is_unspecified):
+                or addr.is_multicast or addr.is_reserved or addr.is_unspecified
+                or any(addr in net for net in _EXTRA_FORBIDDEN if net.version == addr.version)):
             return True
     return False
 

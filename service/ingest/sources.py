@@ -44,9 +44,15 @@ def from_bytes(data: bytes, max_bytes: int, item=None) -> LoadedInput:
     return LoadedInput(data=data, digest=content_digest(data))
 
 
+def base64_max_chars(max_bytes: int) -> int:
+    """Longest base64 text (padded, no whitespace) that decodes to at most `max_bytes`: the field's maxLength."""
+    return 4 * -(-max_bytes // 3)
+
+
 def from_base64(text: str, max_bytes: int, item=None) -> LoadedInput:
-    if len(text) > (max_bytes * 4) // 3 + 8:
-        raise errors.VideoTooLarge(f"base64 payload exceeds max_video_bytes={max_bytes}", item=item)
+    if len(text) > base64_max_chars(max_bytes):  # refused before decoding anything
+        raise errors.VideoTooLarge(f"base64 text of {len(text)} chars > {base64_max_chars(max_bytes)} "
+                                   f"(max_video_bytes={max_bytes})", item=item)
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -81,6 +87,8 @@ def from_path(path: str, roots: list[str], max_bytes: int, item=None) -> LoadedI
         raise errors.PathNotFound("no such file", item=item) from exc
     except PermissionError as exc:
         raise errors.PathNotAllowed("file is not readable", item=item) from exc
+    except OSError as exc:  # name too long, symlink loop, I/O error: the path is not a readable file
+        raise errors.PathNotFound(f"cannot read path: {exc.strerror or type(exc).__name__}", item=item) from exc
     return from_bytes(data, max_bytes, item=item)
 
 
@@ -99,7 +107,10 @@ def tensor_sample(
         raise errors.VideoTooManyPixels(f"{w}x{h} exceeds max_pixels={max_pixels}", item=item)
     if t > max_frames:
         raise errors.VideoTooManyFrames(f"{t} frames > max_frames={max_frames}", item=item)
-    return fit_array(array[uniform_indices(t, frames)], width, height)
+    try:
+        return fit_array(array[uniform_indices(t, frames)], width, height)
+    except Exception as exc:  # e.g. swscale refusing a 1 x 2,100,000 frame: the input's fault, not ours
+        raise errors.InvalidTensor(f"frames of {w}x{h} cannot be resized: {type(exc).__name__}", item=item) from exc
 
 
 def load_ref(ref, settings, item=None) -> LoadedInput:

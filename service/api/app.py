@@ -44,6 +44,9 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
 
     for module in (routes_score, routes_explain, routes_health, routes_web):
         app.include_router(module.router)
+    from service.api import routes_groups  # many GRPO groups per call
+
+    app.include_router(routes_groups.router)
     app.add_middleware(AdmissionMiddleware, max_in_flight=engine.settings.max_in_flight, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

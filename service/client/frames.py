@@ -75,8 +75,12 @@ def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, val
         raise ValueError(f"layout must be one of {LAYOUTS}")
     t_axis = lay.index("T")
     idx = uniform_indices(shape[t_axis], contract.frames)
-    frames = _to_numpy(_take(video, idx, t_axis))  # only T frames leave the device
-    frames = np.moveaxis(frames, [lay.index(c) for c in "THWC"], [0, 1, 2, 3])
+    order = [lay.index(c) for c in "THWC"]
+    picked = _take(video, idx, t_axis)  # only T frames leave the device
+    if _is_torch(picked):
+        frames = _to_numpy(picked.permute(*order).contiguous())
+    else:
+        frames = np.ascontiguousarray(np.transpose(picked, order))
     if frames.shape[-1] != 3:
         raise ValueError(f"expected 3 channels in layout {lay}, got shape {shape}")
     frames = to_uint8(frames, value_range)
@@ -91,10 +95,12 @@ def to_uint8(frames: np.ndarray, value_range: ValueRange = "auto") -> np.ndarray
     x = frames.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise ValueError("frames contain NaN or inf")
-    lo = value_range == "-1,1" or (value_range == "auto" and float(x.min()) < 0.0)
-    if lo:
+    if value_range == "-1,1" or (value_range == "auto" and float(x.min()) < 0.0):
         x = (x + 1.0) * 0.5
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    x = x * 255.0
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def fit(frames: np.ndarray, width: int, height: int, resampler: str = "auto") -> np.ndarray:
@@ -140,10 +146,10 @@ def _is_torch(x: Any) -> bool:
 
 
 def _take(video: Any, idx: np.ndarray, axis: int) -> Any:
-    if _is_torch(video):
+    if _is_torch(video):  # plain slices: index_select is slow on CPU for bfloat16
         import torch
 
-        return video.index_select(axis, torch.as_tensor(idx, device=video.device))
+        return torch.stack([video.select(axis, int(i)) for i in idx], dim=axis)
     return np.take(np.asarray(video), idx, axis=axis)
 
 

@@ -216,3 +216,14 @@ def test_group_keys_are_stable_and_explicit_ids_win():
     assert group_key(chat) == group_key([{"content": "a cat", "role": "user"}])
     assert group_key("a cat") != group_key("a dog") and group_key("a cat", 7) == group_key("a dog", 7)
     assert group_key("a cat") == "p:" + hashlib.blake2b(b"a cat", digest_size=12).hexdigest()  # not hash()
+
+
+def test_grpo_client_modules_import_no_server_dependency_or_torch():
+    import subprocess
+    import sys
+
+    code = ("import service.client.grpo, service.client.trainers, service.client.dist, service.client.frames, sys;"
+            "print(' '.join(sys.modules))")
+    mods = {m.split(".")[0] for m in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                    check=True).stdout.split()}
+    assert not mods & {"av", "torch", "tritonclient", "redis", "fastapi", "starlette", "uvicorn", "trl"}

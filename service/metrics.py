@@ -26,6 +26,10 @@ def error_codes() -> list[str]:
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Rewards are Bradley-Terry logits (about -10..10), win rates or P(candidate > reference) (0..1): one set of
+# buckets resolves both.
+REWARD_BUCKETS = (-8, -4, -2, -1, -0.5, -0.25, 0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1, 2, 4, 8)
+SPREAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 
 
 class Metrics:
@@ -72,12 +76,29 @@ class Metrics:
             self.errors.labels(code)
         for outcome in EXPLAIN_OUTCOMES:
             self.explain_jobs.labels(outcome)
+        self._rl_metrics(r)
 
     def registry_text(self) -> str:
         """The exposition text of this registry (what /metrics serves)."""
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+    def _rl_metrics(self, r: CollectorRegistry) -> None:
+        """RL observability (GRPO): what the service hands trainers, per model version. Reward hacking and
+        mode collapse show up here before they show up in a training curve: the reward level in reference
+        mode creeping to 1, one dimension's distribution moving away from the others, the within-group
+        spread exploding (an exploit the model scores very high) or collapsing (no learning signal)."""
+        self.reward = Histogram(
+            "aesrm_reward", "Rewards returned for group items", ["model_version", "aggregation"],
+            buckets=REWARD_BUCKETS, registry=r)
+        self.reward_dimension = Histogram(
+            "aesrm_reward_dimension", "Per-dimension value of each group item (BT strength, win rate or "
+            "P(candidate > reference))", ["model_version", "aggregation", "dimension"],
+            buckets=REWARD_BUCKETS, registry=r)
+        self.reward_spread = Histogram(
+            "aesrm_reward_spread", "max - min reward within one group", ["model_version", "aggregation"],
+            buckets=SPREAD_BUCKETS, registry=r)
 
     def stage(self, name: str, seconds: float) -> None:
         self.stage_duration.labels(name).observe(seconds)

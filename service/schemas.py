@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 
 VIDEO_SOURCES = ("base64", "path", "url")
@@ -60,7 +60,7 @@ class VideoRef(BaseModel):
 
 class PairOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    both_orders: bool | None = Field(None, description="Ask (A,B) and (B,A); default from settings.")
+    both_orders: StrictBool | None = Field(None, description="Ask (A,B) and (B,A); default from settings.")
 
 
 class PairRequest(PairOptions):
@@ -70,7 +70,7 @@ class PairRequest(PairOptions):
 
 class GroupOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    both_orders: bool | None = Field(None, description="Ask each pair in both orders (default true).")
+    both_orders: StrictBool | None = Field(None, description="Ask each pair in both orders (default true).")
     aggregation: Literal["bradley_terry", "win_rate"] = "bradley_terry"
 
 
@@ -161,3 +161,54 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+# ---- many groups per call (POST /v1/groups): GRPO batches of several prompts scored in one pipeline run ----
+
+class GroupSpec(BaseModel):
+    """One prompt's candidates inside a /v1/groups request."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, max_length=256, description="Caller's group id (prompt id / hash), echoed.")
+    videos: list[VideoRef] = Field(..., min_length=1, description="The G candidates of this prompt.")
+    reference: VideoRef | None = Field(None, description="Score each candidate against this instead.")
+
+
+class GroupsRequest(GroupOptions):
+    groups: list[GroupSpec] = Field(..., min_length=1, description="Several prompt groups, scored together.")
+
+
+class GroupsUploadGroup(BaseModel):
+    """Manifest entry of /v1/groups/upload: `count` consecutive `videos` parts (then one reference part)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, max_length=256)
+    count: int = Field(..., ge=1)
+    reference: bool = False
+
+
+class GroupsManifest(GroupOptions):
+    groups: list[GroupsUploadGroup] = Field(..., min_length=1)
+
+
+class GroupResult(BaseModel):
+    """One group's answer: per-item results as in GroupResponse, or `error` when the whole group failed
+    (size out of range, fewer than two decodable videos, unreadable reference)."""
+
+    id: str
+    results: list[GroupItem] = Field(default_factory=list)
+    aggregation: Literal["bradley_terry", "win_rate", "reference"]
+    pairs_scored: int = 0
+    order_disagreement_max: float | None = None
+    error: ItemError | None = None
+
+
+class GroupsResponse(BaseModel):
+    groups: list[GroupResult]
+    both_orders: bool
+    videos: int = Field(..., description="Candidates and references received.")
+    pairs_scored: int
+    cache_hits: int
+    cache_misses: int
+    model: ModelInfo
+    timings_ms: Timings

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from service.client import AesRMClient, AesRMError, AsyncAesRMClient, RetryPolicy, ServerPath, in_process
-from service.client.grpo import AesRMReward, group_rewards
+from service.client.grpo import group_rewards
+from service.client.trainers import AesRMReward
 from service.schemas import GroupResponse, PairResponse
 from tests.conftest import free_port, running_app, test_settings
 

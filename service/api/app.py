@@ -42,9 +42,9 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
                   docs_url=None, redoc_url=None)  # /docs from local assets: service/api/routes_docs.py
     app.state.engine = engine
     error_handlers.install_handlers(app, on_error=lambda code: metrics.errors.labels(code).inc())
-    from service.api import routes_docs, routes_explain, routes_health, routes_score, routes_web
+    from service.api import routes_docs, routes_explain, routes_groups, routes_health, routes_score, routes_web
 
-    for module in (routes_score, routes_explain, routes_health, routes_web, routes_docs):
+    for module in (routes_score, routes_groups, routes_explain, routes_health, routes_web, routes_docs):
         app.include_router(module.router)
     # outermost last: metrics -> auth (headers only) -> body size/deadline -> admission -> cancel on
     # disconnect -> routes

@@ -29,13 +29,14 @@ from service.cache import build_cache
 from service.config import Settings, get_settings
 from service.contract import ScorerBackend
 from service.engine import responses
+from service.engine.groups import GroupInput, observe_group, score_groups
 from service.engine.pipeline import ScoringPipeline
 from service.ingest import fetch
 from service.ingest.fetch import Input
 from service.ingest.sources import LoadedInput
 from service.lifecycle import stop_tasks
 from service.metrics import Metrics
-from service.schemas import GroupItem, GroupResponse, ItemError, ModelInfo, PairResponse, Timings
+from service.schemas import GroupItem, GroupResponse, GroupsResponse, ItemError, ModelInfo, PairResponse, Timings
 
 log = logging.getLogger("service")
 
@@ -187,14 +188,14 @@ class Engine:
             r.id = ids[n]
         agg_s = time.perf_counter() - t
         self.metrics.stage("aggregate", agg_s)
-        return GroupResponse(
+        return observed(self.metrics, GroupResponse(
             results=results, aggregation="reference" if reference is not None else aggregation,
             both_orders=both, pairs_scored=len(scored) * (2 if both else 1),
             order_disagreement_mean=float(np.mean(disagreements)) if disagreements else None,
             order_disagreement_max=float(np.max(disagreements)) if disagreements else None,
             cache_hits=out.hits if out else 0, cache_misses=out.misses if out else 0, model=self.model_info(),
             timings_ms=Timings(ingest_ms=ingest_ms, aggregate_ms=agg_s * 1000, total_ms=_ms(started),
-                               **(out.timings if out else {})))
+                               **(out.timings if out else {}))))
 
     # ---- explanations (slow path) ----------------------------------------------------------------
     async def explain(self, a: Input, b: Input, ids: tuple[str | None, str | None] = (None, None)
@@ -204,6 +205,18 @@ class Engine:
         la, lb = await self.fetch_pair(a, b)
         meta = {"a": {"digest": la.digest, "id": ids[0]}, "b": {"digest": lb.digest, "id": ids[1]}}
         return await self.explanations.submit(la, lb, meta)
+
+    # ---- many groups per call (GRPO batches; service/engine/groups.py) ------------------------------
+    async def groups(self, groups: list[GroupInput], aggregation: str = "bradley_terry",
+                     both_orders: bool | None = None) -> GroupsResponse:
+        """Several prompt groups scored in one pipeline run (one batch across groups); errors per item
+        or per group, see service/engine/groups.py."""
+        return await score_groups(self, groups, aggregation, both_orders)
+
+
+def observed(metrics: Metrics, res: GroupResponse) -> GroupResponse:
+    observe_group(metrics, res.model.version, res)
+    return res
 
 
 def _ms(start: float) -> float:

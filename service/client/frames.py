@@ -1,0 +1,164 @@
+"""Client-side preparation of generated videos: sample the model's T frames and fit them to its H x W
+before anything leaves the worker, so a GRPO worker uploads T small frames (.npy uint8, ~0.4 MB at
+8 x 128 x 128) instead of a full clip (an 81-frame 480p float clip is ~97 MB as uint8 .npy, 4x that as float).
+
+The server does exactly the same to a raw tensor it receives (uniform frame indices, aspect-preserving
+letterbox), so an input prepared here is not touched again. Resampling:
+* PyAV importable (the server extra): the server's own swscale AREA resampler -> identical pixels,
+  identical rewards.
+* base install (httpx + pydantic + numpy only): exact area averaging in numpy. swscale's AREA filter is
+  not bit-identical to it: pixels differ by at most a few levels (mean < 1 level), and rewards agree to
+  the tolerance that tests/test_grpo_client.py checks (RESAMPLE_TOLERANCE).
+
+Accepted: numpy arrays or torch tensors (any device; only the T sampled frames are copied to the host),
+uint8 or float in [0, 1] or [-1, 1], layouts THWC, TCHW, CTHW (auto-detected when only one axis has 3
+channels, else pass `layout`).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+LAYOUTS = ("THWC", "TCHW", "CTHW")
+Layout = Literal["THWC", "TCHW", "CTHW"]
+ValueRange = Literal["auto", "0,1", "-1,1"]
+RESAMPLE_TOLERANCE = 0.05
+"""Largest |reward difference| (win-rate / probability scale) allowed between the numpy and swscale paths."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The model input the server publishes at GET /v1/model."""
+
+    frames: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, info: Any) -> "Contract":
+        return cls(int(info.frames), int(info.height), int(info.width))
+
+
+def uniform_indices(count: int, samples: int) -> np.ndarray:
+    """Same indices as the server's service.ingest.frames.uniform_indices (centres of equal segments)."""
+    if count <= 0:
+        raise ValueError("no frames to sample")
+    positions = (np.arange(samples) + 0.5) * count / samples
+    return np.minimum(positions.astype(np.int64), count - 1)
+
+
+def fit_size(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int]:
+    """Same as the server: the largest (w, h) with the source aspect inside (width, height)."""
+    scale = min(width / src_w, height / src_h)
+    return max(1, min(width, round(src_w * scale))), max(1, min(height, round(src_h * scale)))
+
+
+def detect_layout(shape: tuple[int, ...]) -> Layout:
+    if len(shape) != 4:
+        raise ValueError(f"a video is 4-D (THWC, TCHW or CTHW), got shape {tuple(shape)}")
+    found = [lay for lay in LAYOUTS if shape[lay.index("C")] == 3]
+    if len(found) != 1:
+        raise ValueError(f"cannot tell the layout of shape {tuple(shape)}: pass layout= one of {LAYOUTS}")
+    return found[0]  # type: ignore[return-value]
+
+
+def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, value_range: ValueRange = "auto",
+            resampler: Literal["auto", "swscale", "numpy"] = "auto") -> np.ndarray:
+    """One video -> uint8 [T, H, W, 3] at the model's input size (what the server would feed the model)."""
+    shape = tuple(int(s) for s in video.shape)
+    lay = layout or detect_layout(shape)
+    if lay not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}")
+    t_axis = lay.index("T")
+    idx = uniform_indices(shape[t_axis], contract.frames)
+    order = [lay.index(c) for c in "THWC"]
+    picked = _take(video, idx, t_axis)  # only T frames leave the device
+    if _is_torch(picked):
+        frames = _to_numpy(picked.permute(*order).contiguous())
+    else:
+        frames = np.ascontiguousarray(np.transpose(picked, order))
+    if frames.shape[-1] != 3:
+        raise ValueError(f"expected 3 channels in layout {lay}, got shape {shape}")
+    frames = to_uint8(frames, value_range)
+    return fit(frames, contract.width, contract.height, resampler)
+
+
+def to_uint8(frames: np.ndarray, value_range: ValueRange = "auto") -> np.ndarray:
+    if frames.dtype == np.uint8:
+        return frames
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"frames must be uint8 or float, got {frames.dtype}")
+    x = frames.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError("frames contain NaN or inf")
+    if value_range == "-1,1" or (value_range == "auto" and float(x.min()) < 0.0):
+        x = (x + 1.0) * 0.5
+    x = x * 255.0
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
+
+
+def fit(frames: np.ndarray, width: int, height: int, resampler: str = "auto") -> np.ndarray:
+    """uint8 [T, h, w, 3] -> [T, height, width, 3]: aspect kept, centred on black (as the server)."""
+    if frames.shape[1:3] == (height, width):
+        return np.ascontiguousarray(frames)
+    if resampler in ("auto", "swscale"):
+        try:
+            from service.ingest.frames import fit_array  # the server's resampler, needs PyAV
+        except ImportError:
+            if resampler == "swscale":
+                raise
+        else:
+            return fit_array(np.ascontiguousarray(frames), width, height)
+    w, h = fit_size(frames.shape[2], frames.shape[1], width, height)
+    wy, wx = _area_weights(frames.shape[1], h), _area_weights(frames.shape[2], w)
+    t, sh, sw, _ = frames.shape
+    rows = np.matmul(wy, frames.astype(np.float32).reshape(t, sh, sw * 3)).reshape(t, h, sw, 3)
+    small = np.matmul(rows.transpose(0, 1, 3, 2), wx.T).transpose(0, 1, 3, 2)  # [t, h, w, 3]
+    out = np.zeros((len(frames), height, width, 3), dtype=np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    out[:, top:top + h, left:left + w] = np.clip(np.rint(small), 0, 255).astype(np.uint8)
+    return out
+
+
+def npy_bytes(frames: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(frames), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] weights: each output pixel averages the input interval it covers (exact overlaps)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    px = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _take(video: Any, idx: np.ndarray, axis: int) -> Any:
+    if _is_torch(video):  # plain slices: index_select is slow on CPU for bfloat16
+        import torch
+
+        return torch.stack([video.select(axis, int(i)) for i in idx], dim=axis)
+    return np.take(np.asarray(video), idx, axis=axis)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if _is_torch(x):
+        import torch
+
+        x = x.detach()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()  # bfloat16 has no numpy twin
+        return x.cpu().numpy()
+    return np.asarray(x)

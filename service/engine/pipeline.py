@@ -161,8 +161,9 @@ class ScoringPipeline:
         if loaded.is_tensor:
             return tensor_sample(loaded.data, contract.frames, contract.width, contract.height,
                                  s.max_pixels, s.max_frames, item=item)
-        frames, _ = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
-                                  self._limits, item=item)
+        frames, stats = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
+                                      self._limits, item=item)
+        self.metrics.decode_frames_per_sample.observe(stats.frames_decoded / contract.frames)
         return frames
 
 

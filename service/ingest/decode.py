@@ -238,7 +238,7 @@ def _pick_segments(container, stream, tb, start, duration, frames, limits, stats
     ctx.skip_frame = "NONREF"
     picked: list = []
     decoder, current, current_t = None, None, -float("inf")
-    for target, seg_start, seg_end in segments:
+    for target, _, seg_end in segments:
         if decoder is None or _should_seek(keyframes, current_t, target):
             decoder = _seek_decoder(container, stream, tb, target, stats)
             current, current_t = None, -float("inf")
@@ -256,10 +256,9 @@ def _pick_segments(container, stream, tb, start, duration, frames, limits, stats
         # no reference frame in this segment (or the walk ran off the end): decode this target exactly
         if current is None and not picked and stats.frames_decoded == 0:
             ctx.skip_frame = "DEFAULT"
-            return _pick_frames(container, stream, tb, [s + (e - s) / 2 for _, s, e in segments],
-                                limits, stats, item)
+            return _pick_frames(container, stream, tb, [t for t, _, _ in segments], limits, stats, item)
         ctx.skip_frame = "DEFAULT"
-        exact = _pick_frames(container, stream, tb, [seg_start + (seg_end - seg_start) / 2], limits, stats, item)
+        exact = _pick_frames(container, stream, tb, [target], limits, stats, item)
         ctx.skip_frame = "NONREF"
         decoder, current, current_t = None, None, -float("inf")
         if exact:

@@ -18,6 +18,7 @@ from service import errors
 from service.cache import ScoreCache, pair_key
 from service.config import Settings
 from service.contract import ModelContract, ScorerBackend
+from service.engine import aggregate
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.sources import LoadedInput, tensor_sample
 from service.metrics import Metrics
@@ -48,6 +49,7 @@ class ScoringPipeline:
         self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self._limits = DecodeLimits(settings.max_pixels, settings.max_duration_s, settings.max_frames)
         self._decodes_waiting = 0
+        aggregate.single_threaded_blas()  # the aggregate stage's small solves must not fight inference
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

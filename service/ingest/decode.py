@@ -33,6 +33,9 @@ _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "g
 _SEEK_GAP_S = 0.5
 # Where in its segment a sampled frame is aimed (0 = segment start, 0.5 = centre); see _pick_segments.
 SEGMENT_ANCHOR = 0.0
+# One thread per video: the decode pool runs videos in parallel, and slice threads cost ~7 % CPU here
+# (created per container; most generator output has one slice per frame).
+_THREAD_TYPE = "NONE"
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray
             f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
     if stream.frames and stream.frames > limits.max_frames:
         raise errors.VideoTooManyFrames(f"{stream.frames} frames > max_frames={limits.max_frames}", item=item)
-    stream.thread_type = "SLICE"  # frame threading adds a pipeline refill after every seek
+    stream.thread_type = _THREAD_TYPE  # frame threading would add a pipeline refill after every seek
 
     tb = float(stream.time_base) if stream.time_base else None
     start = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0

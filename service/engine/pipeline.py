@@ -24,6 +24,11 @@ from service.ingest.sources import LoadedInput, tensor_sample
 from service.metrics import Metrics
 
 
+# Raw .npy tensors up to this size (8 x 128 x 128 x 3 is 393 kB) are sampled on the event loop: at the model's
+# size that is one copy, and a thread hop per video costs more (it showed in the Triton overhead).
+INLINE_TENSOR_BYTES = 1 << 20
+
+
 @dataclass
 class PairLogitsResult:
     """Logits for one requested (i, j): `ab` asked with i first, `ba` with j first (None if not asked)."""
@@ -152,6 +157,8 @@ class ScoringPipeline:
         self._decodes_waiting += 1
         t = time.perf_counter()
         try:
+            if loaded.is_tensor and len(loaded.data) <= INLINE_TENSOR_BYTES:
+                return self._decode_sync(loaded, contract, item)  # a copy of T frames: cheaper than a hop
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._decode_sync, loaded, contract, item)
         finally:

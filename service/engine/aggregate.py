@@ -87,13 +87,3 @@ def pair_matrix(n: int, rows: list[tuple[int, int]], logits: np.ndarray) -> tupl
         valid[ii, jj] = valid[jj, ii] = True
     return (prob[0] if logits.ndim == 1 else prob), valid
 
-
-def single_threaded_blas() -> None:
-    """Pin numpy's BLAS/LAPACK to one thread for the whole process. Aggregation solves tiny systems; with
-    BLAS worker threads they fight the model's intra-op threads for the cores (a 1.7 ms aggregation took
-    200+ ms while a forward ran). torch keeps its own OpenMP pool, so this leaves inference alone."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # server extra not installed: nothing to pin
-        return
-    threadpool_limits(1, user_api="blas")

@@ -18,7 +18,7 @@ from service import errors
 from service.cache import ScoreCache, pair_key
 from service.config import Settings
 from service.contract import ModelContract, ScorerBackend
-from service.engine import aggregate
+from service.engine.threads import configure_cpu_threads
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.sources import LoadedInput, tensor_sample
 from service.metrics import Metrics
@@ -54,7 +54,7 @@ class ScoringPipeline:
         self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self._limits = DecodeLimits(settings.max_pixels, settings.max_duration_s, settings.max_frames)
         self._decodes_waiting = 0
-        aggregate.single_threaded_blas()  # the aggregate stage's small solves must not fight inference
+        configure_cpu_threads()  # before the backend imports torch: decode, model and numpy share the cores
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -138,7 +138,10 @@ class Servers:
                    AESRM_API_KEY_HASHES=json.dumps([hashlib.sha256(KEY.encode()).hexdigest()]))
         self._spawn("ours", [sys.executable, "-m", "service.api.app"], env)
         base = [sys.executable, "-m", "load_tests.naive_server"]
-        self._spawn("naive", base + ["naive", "--port", str(ports["naive"])], dict(os.environ, PYTHONPATH=str(ROOT)))
+        # the same OpenMP setting our gateway applies to itself (service.engine.threads): on a shared box a
+        # spinning torch pool would otherwise inflate the baseline's CPU and flatter the ratio
+        self._spawn("naive", base + ["naive", "--port", str(ports["naive"])],
+                    dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE"))
         self._spawn("floor", base + ["floor", "--port", str(ports["floor"]), "--redis-url", self.redis_url],
                     dict(os.environ, PYTHONPATH=str(ROOT)))
         self.urls = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}

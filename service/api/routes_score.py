@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +29,12 @@ async def _json_body(request: Request, model: type[BaseModel]):
         raise RequestValidationError([{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]) from None
 
 
+def _json(res: BaseModel) -> Response:
+    """Serialize the engine's already-typed response once (pydantic-core), without FastAPI validating it
+    again against `response_model` (which stays declared for the OpenAPI schema)."""
+    return Response(res.model_dump_json(), media_type="application/json")
+
+
 def _body_doc(model: type[BaseModel]) -> dict:
     """OpenAPI request body for a route that parses its body itself (definitions inlined)."""
     schema = model.model_json_schema()
@@ -45,34 +51,34 @@ def _body_doc(model: type[BaseModel]) -> dict:
 
 
 @router.post("/pair", response_model=PairResponse, responses=_ERRORS, openapi_extra=_body_doc(PairRequest))
-async def score_pair(request: Request, engine: Engine = Depends(get_engine)) -> PairResponse:
+async def score_pair(request: Request, engine: Engine = Depends(get_engine)) -> Response:
     """P(A preferred over B) per dimension for two videos given as base64 or allowed paths."""
     body = await _json_body(request, PairRequest)
-    return await engine.pair(body.a, body.b, body.both_orders)
+    return _json(await engine.pair(body.a, body.b, body.both_orders))
 
 
 @router.post("/pair/upload", response_model=PairResponse, responses=_ERRORS)
 async def score_pair_upload(a: UploadFile = File(...), b: UploadFile = File(...),
                             both_orders: bool | None = Form(None),
-                            engine: Engine = Depends(get_engine)) -> PairResponse:
+                            engine: Engine = Depends(get_engine)) -> Response:
     """Same as /v1/pair with the two files uploaded as multipart parts `a` and `b`."""
     limit = engine.settings.max_video_bytes
-    return await engine.pair(await read_upload(a, limit, "a"), await read_upload(b, limit, "b"), both_orders)
+    return _json(await engine.pair(await read_upload(a, limit, "a"), await read_upload(b, limit, "b"), both_orders))
 
 
 @router.post("/group", response_model=GroupResponse, responses=_ERRORS, openapi_extra=_body_doc(GroupRequest))
-async def score_group(request: Request, engine: Engine = Depends(get_engine)) -> GroupResponse:
+async def score_group(request: Request, engine: Engine = Depends(get_engine)) -> Response:
     """Per-video rewards for a GRPO group: all pairs (both orders by default), aggregated by
     Bradley-Terry or win-rate; or each candidate against `reference`. Bad items get an error entry."""
     body = await _json_body(request, GroupRequest)
-    return await engine.group(body.videos, [v.id for v in body.videos], body.reference,
-                              body.aggregation, body.both_orders)
+    return _json(await engine.group(body.videos, [v.id for v in body.videos], body.reference,
+                                    body.aggregation, body.both_orders))
 
 
 @router.post("/group/upload", response_model=GroupResponse, responses=_ERRORS)
 async def score_group_upload(videos: list[UploadFile] = File(...), reference: UploadFile | None = File(None),
                              options: str = Form("{}", description="GroupOptions as JSON"),
-                             engine: Engine = Depends(get_engine)) -> GroupResponse:
+                             engine: Engine = Depends(get_engine)) -> Response:
     """Same as /v1/group with the candidates uploaded as repeated `videos` parts."""
     try:
         opts = GroupOptions.model_validate(json.loads(options))
@@ -83,4 +89,4 @@ async def score_group_upload(videos: list[UploadFile] = File(...), reference: Up
         raise errors.GroupSize(f"group size {len(videos)} > max_group_size={settings.max_group_size}")
     items = [await read_upload(v, settings.max_video_bytes, n) for n, v in enumerate(videos)]
     ref = await read_upload(reference, settings.max_video_bytes, "reference") if reference is not None else None
-    return await engine.group(items, [v.filename for v in videos], ref, opts.aggregation, opts.both_orders)
+    return _json(await engine.group(items, [v.filename for v in videos], ref, opts.aggregation, opts.both_orders))

@@ -5,8 +5,10 @@
 Starts a real tritonserver (service.tools.triton_launcher) with aesrm_proxy and the gateway (uvicorn, real HTTP,
 AESRM_BACKEND=triton) in a subprocess, then measures on the SAME frames (raw uint8 .npy tensors already at
 the model's T x H x W, so the gateway's decode is minimal and the comparison isolates the gateway):
-1. latency p50/p99 of POST /v1/pair (both orders = 2 rows) vs a direct gRPC infer of the same 2 rows;
-   overhead ratio = gateway p50 / direct p50. Every request uses new videos: no cache hits.
+1. latency p50/p99 of POST /v1/pair (both orders) vs a direct gRPC infer of what a client needs for the
+   same answer (1 row when the model config declares antisymmetric, else both orders as 2 rows), requests
+   interleaved one by one; with --shared-memory a second gateway using system shared memory in the same
+   rounds. Overhead ratio = gateway p50 / direct p50. Every request uses new videos: no cache hits.
 2. batching gain: direct single-pair infers, throughput at concurrency C vs 1 (the dynamic batcher merges),
    and the gateway's own throughput at concurrency C vs 1.
 Prints only measured numbers. An existing server can be used with --triton-url (repository must serve it).
@@ -33,6 +35,10 @@ import numpy as np
 from service.tools.triton_launcher import REPO_ROOT, TritonServer, free_port
 
 
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}/{os.cpu_count()} cores"
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
@@ -48,10 +54,10 @@ def _video(rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
     return np.clip(base + rng.integers(-15, 15, (t, h, w, 3), dtype=np.int16), 0, 255).astype(np.uint8)
 
 
-def _npy_b64(arr: np.ndarray) -> str:
+def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def _prepare_repo() -> Path:
@@ -116,28 +122,43 @@ async def _run_closed_loop(n: int, concurrency: int, fn) -> tuple[list[float], f
     return lat, time.perf_counter() - t0
 
 
-async def bench(triton_url: str, gateway_url: str, model: str, n: int, conc: int) -> None:
+async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: int, conc: int) -> None:
     from tritonclient.grpc import aio as grpcclient
 
     client = grpcclient.InferenceServerClient(triton_url)
     cfg = (await client.get_model_config(model, as_json=True))["config"]
     t, h, w, _ = (int(d) for d in cfg["input"][0]["dims"])
     rng = np.random.default_rng(0)
-    pool = [_video(rng, t, h, w) for _ in range(4 * n + 4)]  # distinct videos: no cache hits anywhere
-    b64 = [_npy_b64(v) for v in pool]
-    http = httpx.AsyncClient(base_url=gateway_url, timeout=120, limits=httpx.Limits(max_connections=64))
+    pool = [_video(rng, t, h, w) for _ in range(8 * n + 8)]  # distinct videos: no cache hits anywhere
+    npy = [_npy(v) for v in pool]
+    b64 = [base64.b64encode(x).decode() for x in npy]
+    http = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64))
 
+    params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    antisymmetric = params.get("antisymmetric", "false").lower() == "true"
     timings: list[dict] = []
 
-    async def via_gateway(i: int) -> None:
-        r = await http.post("/v1/pair", json={"a": {"base64": b64[2 * i]}, "b": {"base64": b64[2 * i + 1]},
-                                              "both_orders": True})
-        assert r.status_code == 200 and r.json()["cache"] == "miss", r.text
-        timings.append(r.json()["timings_ms"])
+    def via(url: str, a: int, b: int, upload: bool = True):
+        """Multipart upload of the .npy bytes (what the SDK sends for in-memory videos), or base64 JSON."""
+        async def call() -> None:
+            if upload:
+                r = await http.post(url + "/v1/pair/upload", files={"a": ("a.npy", npy[a]), "b": ("b.npy", npy[b])},
+                                    data={"both_orders": "true"})
+            else:
+                r = await http.post(url + "/v1/pair", json={"a": {"base64": b64[a]}, "b": {"base64": b64[b]},
+                                                           "both_orders": True})
+            assert r.status_code == 200 and r.json()["cache"] == "miss", r.text
+            timings.append(r.json()["timings_ms"])
+        return call
 
-    async def direct_pair(i: int) -> None:  # the same 2 rows the gateway sends: (a,b) and (b,a)
-        a, b = pool[2 * i], pool[2 * i + 1]
-        await _direct_infer(client, model, np.stack([a, b]), np.stack([b, a]))
+    async def direct_pair(i: int) -> None:
+        """What a direct client needs for the same answer: (a,b) only when the model declares
+        antisymmetric (the reverse is the negation), else both orders as 2 rows."""
+        a, b = pool[4 * i], pool[4 * i + 1]
+        if antisymmetric:
+            await _direct_infer(client, model, a[None], b[None])
+        else:
+            await _direct_infer(client, model, np.stack([a, b]), np.stack([b, a]))
 
     async def direct_single(i: int) -> None:
         j = (2 * i) % (2 * n)  # Triton has no cache: reusing frames is fine here
@@ -146,20 +167,43 @@ async def bench(triton_url: str, gateway_url: str, model: str, n: int, conc: int
     # warm-up (first requests pay lazy init in torch / the gateway's pools)
     for i in range(3):
         await direct_pair(n + i % 2)
-    await via_gateway(n + 1)
+        for url in gateway_urls.values():
+            await via(url, 4 * n + i, 4 * n + 3)()
 
-    print(f"model {model}: T={t} H={h} W={w}, {n} requests per measurement, distinct frames each")
-    print("\n1) Gateway overhead at concurrency 1 (same frames, both orders = 2 rows per request)")
-    lat_d, _ = await _run_closed_loop(n, 1, direct_pair)
-    print(_fmt("direct tritonclient gRPC infer", lat_d))
-    timings.clear()
-    lat_g, _ = await _run_closed_loop(n - 2, 1, via_gateway)
-    print(_fmt("gateway POST /v1/pair -> Triton", lat_g))
-    parts = {k: statistics.median(t.get(k) or 0.0 for t in timings) for k in timings[0] if k.endswith("_ms")}
-    print(f"{'  gateway-reported medians (ms)':<34} " + "  ".join(f"{k[:-3]} {v:.1f}" for k, v in parts.items()))
-    ratio = _pct(lat_g, 50) / _pct(lat_d, 50)
-    print(f"{'overhead ratio (gateway/direct)':<34} p50 {ratio:.2f}x   p99 {_pct(lat_g, 99) / _pct(lat_d, 99):.2f}x"
-          f"   (+{(_pct(lat_g, 50) - _pct(lat_d, 50)) * 1000:.2f} ms p50)")
+    print(f"model {model}: T={t} H={h} W={w} antisymmetric={antisymmetric}, {n} requests per measurement, "
+          f"distinct frames each ({load()})")
+    print("\n1) Gateway overhead at concurrency 1, interleaved request by request (same frames; the direct call "
+          f"sends {'1 row: the model is antisymmetric' if antisymmetric else '2 rows: both orders'})")
+    first = next(iter(gateway_urls))
+    names = [f"{g} upload" for g in gateway_urls] + [f"{first} base64 JSON"]
+    lat: dict[str, list[float]] = {"direct": [], **{k: [] for k in names}}
+    parts: dict[str, list[dict]] = {k: [] for k in names}
+    for i in range(n):
+        calls = {"direct": lambda: direct_pair(i)}
+        for k, (name, url) in enumerate(gateway_urls.items()):  # each gateway its own fresh videos
+            calls[f"{name} upload"] = via(url, 4 * i + (2 * k) % 4, 4 * i + (2 * k) % 4 + 1)
+        calls[f"{first} base64 JSON"] = via(gateway_urls[first], 6 * n + 8 + 2 * i, 6 * n + 9 + 2 * i, upload=False)
+        for name, call in calls.items():
+            timings.clear()
+            t0 = time.perf_counter()
+            await call()
+            lat[name].append(time.perf_counter() - t0)
+            if name in parts:
+                parts[name] += timings
+    print(_fmt("direct tritonclient gRPC infer", lat["direct"]))
+    for name in names:
+        print(_fmt(f"gateway /v1/pair ({name})", lat[name]))
+        med = {k: statistics.median(t.get(k) or 0.0 for t in parts[name]) for k in parts[name][0] if k.endswith("_ms")}
+        print(f"{'  gateway-reported medians (ms)':<34} " + "  ".join(f"{k[:-3]} {v:.1f}" for k, v in med.items()))
+        ratio = _pct(lat[name], 50) / _pct(lat["direct"], 50)
+        print(f"{f'overhead ratio ({name}/direct)':<34} p50 {ratio:.2f}x (goal <= 1.15x)   p99 "
+              f"{_pct(lat[name], 99) / _pct(lat['direct'], 99):.2f}x   "
+              f"(+{(_pct(lat[name], 50) - _pct(lat['direct'], 50)) * 1000:.2f} ms p50) ({load()})")
+    lat_g = lat[names[0]]
+    gw_url = next(iter(gateway_urls.values()))
+
+    async def via_gateway(i: int) -> None:  # videos this gateway has not seen: cache misses
+        await via(gw_url, 4 * n + 4 + 2 * i, 4 * n + 5 + 2 * i)()
 
     print(f"\n2) Dynamic batching gain: single-pair infers, concurrency {conc} vs 1")
     lat1, wall1 = await _run_closed_loop(n, 1, direct_single)
@@ -174,7 +218,7 @@ async def bench(triton_url: str, gateway_url: str, model: str, n: int, conc: int
     infers = int(s1.get("inference_count", 0)) - int(s0.get("inference_count", 0))
     print(f"{f'Triton at concurrency {conc}':<34} {infers} pairs in {execs} executions "
           f"(mean dynamic batch {infers / max(execs, 1):.2f})")
-    lat_gc, wall_gc = await _run_closed_loop(n, conc, lambda i: via_gateway(n + 2 + i))  # fresh videos
+    lat_gc, wall_gc = await _run_closed_loop(n, conc, via_gateway)
     thr_g1 = len(lat_g) / sum(lat_g)
     print(_fmt(f"gateway concurrency {conc}", lat_gc) + f"   {n / wall_gc:7.1f} req/s (both orders)")
     print(f"{f'gateway throughput c{conc} / c1':<34} {n / wall_gc / thr_g1:.2f}x")
@@ -188,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--model", default="aesrm_proxy")
     ap.add_argument("--triton-url", default=None, help="use a running Triton instead of starting one")
-    ap.add_argument("--shared-memory", action="store_true", help="gateway uses system shared memory")
+    ap.add_argument("--shared-memory", action="store_true",
+                    help="also a second gateway using system shared memory, measured in the same rounds")
     args = ap.parse_args(argv)
     server = None
     if args.triton_url is None:
@@ -196,16 +241,18 @@ def main(argv: list[str] | None = None) -> int:
         url = server.grpc_url
     else:
         url = args.triton_url
-    gateway = None
+    gateways: dict[str, subprocess.Popen] = {}
     try:
-        gateway, gw_url = _start_gateway(url, args.shared_memory)
-        print(f"tritonserver {url} (log {server.log_path if server else '-'}), gateway {gw_url} "
-              f"(shared memory {'on' if args.shared_memory else 'off'}), cpus={os.cpu_count()}")
-        asyncio.run(bench(url, gw_url, args.model, args.requests, args.concurrency))
+        urls = {}
+        for name in (["grpc", "shared_memory"] if args.shared_memory else ["grpc"]):
+            gateways[name], urls[name] = _start_gateway(url, name == "shared_memory")
+        print(f"tritonserver {url} (log {server.log_path if server else '-'}), gateways {urls}, "
+              f"cpus={os.cpu_count()} ({load()})")
+        asyncio.run(bench(url, urls, args.model, args.requests, args.concurrency))
     finally:
-        if gateway is not None:
-            gateway.terminate()
-            gateway.wait(15)
+        for proc in gateways.values():
+            proc.terminate()
+            proc.wait(15)
         if server is not None:
             server.stop()
     return 0

@@ -68,6 +68,10 @@ class Metrics:
         self.explain_duration = Histogram(
             "aesrm_explain_job_duration_seconds", "Explanation job run time", buckets=LATENCY_BUCKETS,
             registry=r)
+        # decode cost (issue 13): frames the decoder produced per frame the model got, per decoded video
+        self.decode_frames_per_sample = Histogram(
+            "aesrm_decode_frames_per_sample", "Decoded frames per sampled frame, per decoded video",
+            buckets=(1, 1.5, 2, 3, 4, 6, 8, 12, 16, 32, 64), registry=r)
         for result in CACHE_RESULTS:
             self.cache_requests.labels(result)
         for stage in STAGES:

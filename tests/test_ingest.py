@@ -34,14 +34,60 @@ def test_each_codec_decodes_to_the_model_input(frames, codec):
     assert np.abs(out[0].astype(int) - out[-1].astype(int)).mean() > 5
 
 
-def test_samples_follow_time_not_just_the_first_frames():
-    # each frame is a flat grey level = its index; the 8 samples must spread over the whole clip
-    levels = np.repeat(np.arange(0, 240, 5, dtype=np.uint8), 1)
-    clip = np.broadcast_to(levels[:, None, None, None], (48, 64, 64, 3)).copy()
+def _grey_ramp(n: int, step: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Frames that are flat grey levels = step x their index, so a decoded level tells which frame it was."""
+    levels = (np.arange(n) * step).astype(np.uint8)
+    return levels, np.broadcast_to(levels[:, None, None, None], (n, 64, 64, 3)).copy()
+
+
+def _x264_with_b_frames(frames: np.ndarray, gop: int, fps: int = 24) -> bytes:
+    """libx264 `veryfast`: B-frames with b-pyramid, as typical generator output is encoded."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        st = out.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.codec_context.gop_size = gop
+        st.options = {"preset": "veryfast", "crf": "18", "threads": "1"}
+        for rgb in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+def _frame_indices(out: np.ndarray, step: int) -> np.ndarray:
+    return np.round(out[:, 32, 32, 0].astype(float) / step).astype(int)
+
+
+def test_samples_follow_time_one_frame_from_each_segment():
+    # 48 frames, T=8: the k-th sample must come from frames [6k, 6k + 6), so samples spread over the clip
+    _, clip = _grey_ramp(48, step=5)
     out, _ = decode_sample(encode(clip, "h264", gop=12), 8, 64, 64, LIMITS)
-    seen = out[:, 32, 32, 0].astype(int)
-    expected = levels[((np.arange(8) + 0.5) * 48 / 8).astype(int)].astype(int)
-    assert np.all(np.abs(seen - expected) <= 6), (seen, expected)
+    idx = _frame_indices(out, 5)
+    assert np.all((idx >= np.arange(8) * 6) & (idx < np.arange(1, 9) * 6)), idx
+
+
+def test_b_frame_clip_skips_non_reference_frames_and_uses_keyframes():
+    # 5 s at 24 fps, keyframe every second, B-frames: each sample still in its segment, and the decoder
+    # outputs at most 3 frames per sampled frame (it decoded 120 before non-reference skipping)
+    _, clip = _grey_ramp(120)
+    data = _x264_with_b_frames(clip, gop=24)
+    with av.open(io.BytesIO(data)) as c:
+        assert any(f.pict_type == av.video.frame.PictureType.B for f in c.decode(video=0))
+    out, stats = decode_sample(data, 8, 64, 64, LIMITS)
+    idx = _frame_indices(out, 2)  # grey steps of 2: +-1 frame of codec error
+    assert np.all((idx >= np.arange(8) * 15 - 1) & (idx <= np.arange(1, 9) * 15)), idx
+    assert stats.frames_decoded <= 3 * 8, stats
+
+
+def test_short_b_frame_clip_still_gives_one_frame_per_segment():
+    # 12 frames for 8 samples: segments hold 1-2 frames, often no reference frame -> exact decode there
+    _, clip = _grey_ramp(12, step=10)
+    out, _ = decode_sample(_x264_with_b_frames(clip, gop=12), 8, 64, 64, LIMITS)
+    idx = _frame_indices(out, 10)
+    lo, hi = np.floor(np.arange(8) * 1.5), np.ceil(np.arange(1, 9) * 1.5)
+    assert np.all((idx >= lo) & (idx < hi)), idx
 
 
 def test_rotation_metadata_is_applied(frames):

@@ -98,3 +98,12 @@ def test_dimension_scores_are_named_by_the_contract_not_by_position():
     with pytest.raises(errors.BackendError):
         dimension_scores(ModelContract(model_id="m", model_version="1", frames=8, height=64, width=64,
                                        dimensions=("VA", "VF")), [0.1, 0.2], 0.3)
+
+
+async def test_decode_cost_metric_counts_decoded_frames_per_sampled_frame_of_each_video(pipeline, clips):
+    p, _, metrics = pipeline
+    await p.run([_load(clips["clean"]), _load(clips["dark"])], [(0, 1)], both_orders=False)
+    text = metrics.registry_text()
+    assert metric_value(text, "aesrm_decode_frames_per_sample_count") == 2  # one observation per video
+    per_sample = metric_value(text, "aesrm_decode_frames_per_sample_sum") / 2
+    assert 1.0 <= per_sample < 48 / 8  # at least the sampled frame itself, and fewer than a full decode

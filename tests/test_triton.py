@@ -93,10 +93,11 @@ async def test_contract_discovered_from_triton_equals_embedded(triton, embedded)
 async def test_scores_equal_embedded(triton, embedded, shm):
     from service.backends.triton import TritonBackend
 
-    videos = _videos(6)
+    videos = _videos(12)
     rng = np.random.default_rng(1)
-    pairs = np.concatenate([np.array([[0, 1], [1, 0], [2, 5], [5, 2]]),
-                            rng.integers(0, 6, (70, 2))])  # 74 pairs > max_batch_size 64: two chunks
+    upper = np.array([(i, j) for i in range(12) for j in range(i + 1, 12)])  # 66 unordered pairs
+    pairs = np.concatenate([np.array([[0, 1], [1, 0], [2, 5], [5, 2]]), upper[4:],
+                            rng.integers(0, 12, (12, 2))])  # 66 distinct > max_batch_size 64: two chunks
     backend = TritonBackend(_settings(triton, triton_shared_memory=shm), Metrics())
     await backend.start()
     try:
@@ -105,11 +106,34 @@ async def test_scores_equal_embedded(triton, embedded, shm):
     finally:
         await backend.close()
     want = await embedded.score(videos, pairs)
-    assert got.dimension.shape == (74, 3) and got.criteria.shape == want.criteria.shape
+    assert got.dimension.shape == (len(pairs), 3) and got.criteria.shape == want.criteria.shape
     np.testing.assert_allclose(got.dimension, want.dimension, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(got.criteria, want.criteria, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(again.dimension[0], want.dimension[0], atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(got.dimension[1], -got.dimension[0], atol=1e-5)  # antisymmetric heads
+
+
+async def test_antisymmetric_model_is_asked_each_pair_once_and_the_reverse_order_is_its_negation(triton):
+    from tritonclient.grpc import aio as grpcclient
+
+    videos = _videos(3, seed=2)
+    both_orders = np.array([[0, 1], [1, 0], [0, 2], [2, 0], [1, 2], [2, 1]])
+    backend = TritonBackend(_settings(triton), Metrics())
+    stats = grpcclient.InferenceServerClient(triton.grpc_url)
+    await backend.start()
+    try:
+        assert backend.contract().antisymmetric  # declared in aesrm_proxy's config.pbtxt
+        before = (await stats.get_inference_statistics("aesrm_proxy", as_json=True))["model_stats"][0]
+        got = await backend.score(videos, both_orders)
+        after = (await stats.get_inference_statistics("aesrm_proxy", as_json=True))["model_stats"][0]
+        one = await backend.score(videos, np.array([[1, 2]]))
+    finally:
+        await backend.close()
+        await stats.close()
+    assert int(after["inference_count"]) - int(before["inference_count"]) == 3  # 3 unordered pairs, not 6
+    np.testing.assert_array_equal(got.dimension[1::2], -got.dimension[0::2])
+    np.testing.assert_array_equal(got.criteria[1::2], -got.criteria[0::2])
+    np.testing.assert_allclose(got.dimension[4], one.dimension[0], atol=1e-5)
 
 
 async def test_deadline_is_a_504_not_retried_and_unknown_model_is_unavailable(triton):

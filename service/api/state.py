@@ -11,7 +11,7 @@ from service.config import Settings
 from service.engine.engine import Engine
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 

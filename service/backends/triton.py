@@ -10,6 +10,8 @@ Why it looks like this:
 - Retries only on transient gRPC codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with a short backoff; a timed-out
   call is not retried (it would add load exactly when the server is slow). Failures become
   BackendUnavailable (503 + Retry-After) / BackendTimeout (504) / BackendError (502).
+- A model whose config declares ``antisymmetric`` (logits(b, a) == -logits(a, b)) is asked each unordered
+  pair once, in one order; the reverse order is the negation. Both-order requests cost no extra inference.
 - Optional system shared memory when gateway and Triton share a host: inputs/outputs travel through
   /dev/shm regions from a small pool instead of the gRPC payload.
 """
@@ -208,16 +210,20 @@ class TritonBackend:
         if videos.shape[1:] != (c.frames, c.height, c.width, 3) or videos.dtype != np.uint8:
             raise errors.BackendError(f"videos {videos.shape} {videos.dtype} do not match the model contract")
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        asked, back, sign = _one_order(pairs) if c.antisymmetric else (pairs, None, None)
         t0 = time.perf_counter()
-        chunks = [pairs[i:i + self._max_batch] for i in range(0, len(pairs), self._max_batch)]
+        chunks = [asked[i:i + self._max_batch] for i in range(0, len(asked), self._max_batch)]
         results = await asyncio.gather(*(self._infer_chunk(videos, ch) for ch in chunks))
         dim = np.concatenate([r[0] for r in results])
         crit = np.concatenate([r[1] for r in results]) if c.criteria else None
+        if back is not None:  # logits(b, a) = -logits(a, b): every requested row from the one asked order
+            dim = dim[back] * sign
+            crit = None if crit is None else crit[back] * sign
         queue_s = max(r[2] for r in results)
         infer_s = time.perf_counter() - t0 - queue_s
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(videos))
-            self._metrics.batch_pairs.observe(len(pairs))
+            self._metrics.batch_pairs.observe(len(asked))
             self._metrics.stage("queue", queue_s)
             self._metrics.stage("inference", infer_s)
         return PairLogits(dim, crit, BackendTiming(queue_ms=queue_s * 1000, inference_ms=infer_s * 1000,
@@ -324,6 +330,15 @@ class TritonBackend:
             return dim, crit
         finally:
             pool.release(region)
+
+
+def _one_order(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a model that declares `antisymmetric`: the distinct unordered pairs to ask (lower index first),
+    and for each requested row its asked row and sign (-1 where the request is the reverse order)."""
+    lo, hi = pairs.min(axis=1), pairs.max(axis=1)
+    asked, back = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
+    sign = np.where(pairs[:, 0] <= pairs[:, 1], 1.0, -1.0).astype(np.float32)[:, None]
+    return asked, back.reshape(-1), sign
 
 
 def _status(exc: Exception) -> str:

@@ -18,9 +18,15 @@ from service import errors
 from service.cache import ScoreCache, pair_key
 from service.config import Settings
 from service.contract import ModelContract, ScorerBackend
+from service.engine.threads import configure_cpu_threads
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.sources import LoadedInput, tensor_sample
 from service.metrics import Metrics
+
+
+# Raw .npy tensors up to this size (8 x 128 x 128 x 3 is 393 kB) are sampled on the event loop: at the model's
+# size that is one copy, and a thread hop per video costs more (it showed in the Triton overhead).
+INLINE_TENSOR_BYTES = 1 << 20
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ScoringPipeline:
         self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         self._limits = DecodeLimits.from_settings(settings)
         self._decodes_waiting = 0
+        configure_cpu_threads()  # before the backend imports torch: decode, model and numpy share the cores
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -150,6 +157,8 @@ class ScoringPipeline:
         self._decodes_waiting += 1
         t = time.perf_counter()
         try:
+            if loaded.is_tensor and len(loaded.data) <= INLINE_TENSOR_BYTES:
+                return self._decode_sync(loaded, contract, item)  # a copy of T frames: cheaper than a hop
             return await asyncio.get_running_loop().run_in_executor(
                 self._pool, self._decode_sync, loaded, contract, item)
         finally:
@@ -161,8 +170,9 @@ class ScoringPipeline:
         if loaded.is_tensor:
             return tensor_sample(loaded.data, contract.frames, contract.width, contract.height,
                                  s.max_pixels, s.max_frames, item=item)
-        frames, _ = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
-                                  self._limits, item=item)
+        frames, stats = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
+                                      self._limits, item=item)
+        self.metrics.decode_frames_per_sample.observe(stats.frames_decoded / contract.frames)
         return frames
 
 

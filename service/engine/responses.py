@@ -47,32 +47,41 @@ def pair_fields(c: ModelContract, res, weights) -> tuple[dict, float | None]:
 
 def group_items(c: ModelContract, g: int, scored: dict, reference: bool, aggregation: str,
                 weights) -> tuple[list[GroupItem], list[float]]:
-    """One GroupItem per candidate (index order) and the per-pair max order disagreements."""
+    """One GroupItem per candidate (index order) and the per-pair max order disagreements.
+
+    Vectorised over pairs and dimensions: the D + 1 Bradley-Terry problems (each dimension and overall)
+    are solved as one batch, so the cost is a few numpy calls whatever G is (it runs on the event loop)."""
     rows = list(scored)
-    dims = np.zeros((len(rows), len(c.dimensions)))
-    disagreements: list[float] = []
-    for k, row in enumerate(rows):
-        d, dis = aggregate.debias(scored[row].ab, scored[row].ba)
-        dims[k] = d
-        if dis is not None:
-            disagreements.append(float(dis.max()))
+    dims, dis = _debias_rows(c, [scored[r] for r in rows])
+    disagreements = [] if dis is None else [float(x) for x in dis.max(axis=1)]
     ov = aggregate.overall(dims, weights) if rows else np.zeros(0)
     results = [GroupItem(index=n) for n in range(g)]
     if reference:
+        probs, po = aggregate.sigmoid(dims), aggregate.sigmoid(ov)
         for k, (i, _) in enumerate(rows):
-            po = float(aggregate.sigmoid(ov[k]))
-            results[i].vs_reference = dimension_scores(c, aggregate.sigmoid(dims[k]), po)
-            results[i].reward = po
+            results[i].vs_reference = dimension_scores(c, probs[k], float(po[k]))
+            results[i].reward = float(po[k])
         return results, disagreements
-    per_dim = [aggregate.pair_matrix(g, rows, dims[:, k]) for k in range(dims.shape[1])]
-    prob, valid = aggregate.pair_matrix(g, rows, ov)
+    prob, valid = aggregate.pair_matrix(g, rows, np.column_stack([dims, ov]))  # [D + 1, g, g]
     bt, wr = aggregate.bradley_terry(prob, valid), aggregate.win_rate(prob, valid)
-    pick = aggregate.bradley_terry if aggregation == "bradley_terry" else aggregate.win_rate
-    dim_vals = [pick(p, v) for p, v in per_dim]
+    per_dim = bt[:-1] if aggregation == "bradley_terry" else wr[:-1]
     for n in range(g):
         if not valid[n].any():
             continue
-        results[n].bradley_terry, results[n].win_rate = float(bt[n]), float(wr[n])
+        results[n].bradley_terry, results[n].win_rate = float(bt[-1, n]), float(wr[-1, n])
         results[n].reward = results[n].bradley_terry if aggregation == "bradley_terry" else results[n].win_rate
-        results[n].dimensions = dimension_scores(c, [dv[n] for dv in dim_vals], results[n].reward)
+        results[n].dimensions = dimension_scores(c, per_dim[:, n], results[n].reward)
     return results, disagreements
+
+
+def _debias_rows(c: ModelContract, res: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """Debiased dimension logits [P, D] and order disagreements [P, D] (None in single-order mode)."""
+    if not res:
+        return np.zeros((0, len(c.dimensions))), None
+    ab = np.array([r.ab for r in res], dtype=np.float64)
+    if all(r.ba is not None for r in res):
+        return aggregate.debias(ab, np.array([r.ba for r in res], dtype=np.float64))
+    if all(r.ba is None for r in res):
+        return ab, None
+    both = [aggregate.debias(r.ab, r.ba) for r in res]  # mixed (cannot come from one pipeline run)
+    return np.array([d for d, _ in both]), np.array([x if x is not None else np.zeros(len(d)) for d, x in both])

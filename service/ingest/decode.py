@@ -1,9 +1,11 @@
 """Sparse frame sampling with PyAV: cost scales with the number of sampled frames, not the clip length.
 
-For each of T uniform target times we seek to the keyframe at or before it and decode forward to the
-target; when no keyframe lies between the current position and the next target (known from the container
-index), we decode on instead of seeking, so no frame is decoded twice. Cost is about T x GOP frames at
-most, independent of clip length.
+The clip is cut into T equal segments and one frame is taken from each (as training clips are T evenly
+spaced frames): a keyframe inside the segment when the container index shows one (one seek, one decoded
+frame), else the first reference frame at or after the segment's anchor, reached by decoding forward with
+non-reference frames skipped (FFmpeg's skip_frame=NONREF: B-frames nobody predicts from are never
+decoded). We seek only when a keyframe lies between the current position and the next target, so no frame
+is decoded twice. `DecodeStats.frames_decoded / T` is the cost figure (metric aesrm_decode_frames_per_sample).
 Limits (bytes, pixels, duration, frames) are enforced before and while decoding, so a hostile file can't
 make us decode forever. Decode *work* is bounded too: a clip with one keyframe and 19,000 1080p frames is
 small on the wire but forces decoding nearly every frame, so the pixels decoded may not exceed
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif", "tiff_pipe", "image2pipe"}
 # Keep decoding forward (instead of seeking) when the next target is this close.
 _SEEK_GAP_S = 0.5
+# Where in its segment a sampled frame is aimed (0 = segment start, 0.5 = centre); see _pick_segments.
+SEGMENT_ANCHOR = 0.0
+# One thread per video: the decode pool runs videos in parallel, and slice threads cost ~7 % CPU here
+# (created per container; most generator output has one slice per frame).
+_THREAD_TYPE = "NONE"
 
 
 DEFAULT_BUDGET_PIXELS = 1920 * 1080 * 600  # = Settings.decode_budget_pixels' default
@@ -103,7 +110,7 @@ def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray
             f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
     if stream.frames and stream.frames > limits.max_frames:
         raise errors.VideoTooManyFrames(f"{stream.frames} frames > max_frames={limits.max_frames}", item=item)
-    stream.thread_type = "SLICE"  # frame threading adds a pipeline refill after every seek
+    stream.thread_type = _THREAD_TYPE  # frame threading would add a pipeline refill after every seek
 
     tb = float(stream.time_base) if stream.time_base else None
     start = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0
@@ -115,8 +122,7 @@ def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray
     if duration > limits.max_duration_s:
         raise errors.VideoTooLong(f"{duration:.1f}s > max_duration_s={limits.max_duration_s}", item=item)
 
-    targets = [start + (k + 0.5) * duration / frames for k in range(frames)]
-    picked = _pick_frames(container, stream, tb, targets, limits, stats, item)
+    picked = _pick_segments(container, stream, tb, start, duration, frames, limits, stats, item)
     if not picked:
         raise errors.VideoUndecodable("no frame could be decoded", item=item)
     return np.stack([_fit(f, width, height, stats) for f in picked])
@@ -162,6 +168,20 @@ def _keyframe_times(stream, tb) -> list[float] | None:
         return None
 
 
+def _keyframe_pts(stream, tb, start: float) -> list[float] | None:
+    """Keyframe presentation times. MP4 indexes hold decode times, which with B-frames run a constant
+    reorder delay ahead of presentation (the first entry is before the stream's start); undo that shift."""
+    keys = _keyframe_times(stream, tb)
+    if not keys:
+        return keys
+    try:
+        first = min(float(e.timestamp * tb) for e in stream.index_entries)
+    except (AttributeError, TypeError, av.FFmpegError):
+        return keys
+    shift = start - first
+    return [k + shift for k in keys] if 0 < shift < 1.0 else keys
+
+
 def _should_seek(keyframes: list[float] | None, current_t: float, target: float) -> bool:
     """Seek only when it saves work: a keyframe lies between where we are and the target. Without an
     index, seek when the target is more than _SEEK_GAP_S ahead."""
@@ -171,8 +191,11 @@ def _should_seek(keyframes: list[float] | None, current_t: float, target: float)
     return k >= 0 and keyframes[k] > current_t + 1e-6
 
 
-def _pick_frames(container, stream, tb, targets, limits, stats, item) -> list:
-    """For each target time, the first decoded frame at or after it (or the last frame of the clip)."""
+def _pick_frames(container, stream, tb, targets, limits, stats, item, done: int = 0, total: int | None = None
+                 ) -> list:
+    """For each target time, the first decoded frame at or after it (or the last frame of the clip).
+    `done` / `total`: frames already sampled by the caller and the clip's T, for the decode budget."""
+    total = len(targets) if total is None else total
     picked: list = []
     decoder = None
     current = None  # last decoded frame
@@ -186,15 +209,7 @@ def _pick_frames(container, stream, tb, targets, limits, stats, item) -> list:
             frame = next(decoder, None)
             if frame is None:
                 break
-            stats.frames_decoded += 1
-            stats.pixels_decoded += frame.width * frame.height
-            if stats.frames_decoded > limits.max_frames:
-                raise errors.VideoTooManyFrames(f"decoded more than max_frames={limits.max_frames}", item=item)
-            if stats.pixels_decoded > limits.budget_pixels * (len(picked) + 1):
-                raise errors.DecodeBudgetExceeded(
-                    f"sampling frame {len(picked) + 1} of {len(targets)} needed more than decode_budget_pixels="
-                    f"{limits.budget_pixels} per sampled frame ({stats.frames_decoded} frames decoded so far; "
-                    "re-encode with more keyframes)", item=item)
+            _count_decoded(stats, limits, item, frame, done + len(picked), total)
             current = frame
             t = _frame_time(frame, tb)
             current_t = t if t is not None else current_t + 1e-3
@@ -204,6 +219,83 @@ def _pick_frames(container, stream, tb, targets, limits, stats, item) -> list:
             continue
         picked.append(current)
     return picked
+
+
+def segment_targets(start: float, duration: float, frames: int, keyframes: list[float] | None,
+                    anchor: float = SEGMENT_ANCHOR) -> list[tuple[float, float, float]]:
+    """(target, segment start, segment end) for each of `frames` equal segments of the clip. The target is
+    a keyframe inside the segment when there is one (reached by one seek and one decoded frame), else the
+    point `anchor` (0 = start, 0.5 = centre) of the segment."""
+    out = []
+    for k in range(frames):
+        s, e = start + k * duration / frames, start + (k + 1) * duration / frames
+        target = s + anchor * (e - s)
+        if keyframes:
+            i = bisect.bisect_left(keyframes, s - 1e-6)
+            if i < len(keyframes) and keyframes[i] < e - 1e-6:
+                target = keyframes[i]
+        out.append((target, s, e))
+    return out
+
+
+def _pick_segments(container, stream, tb, start, duration, frames, limits, stats, item) -> list:
+    """One frame per segment, walking with non-reference frames skipped (the decoder never outputs them).
+
+    Training clips are T consecutive, evenly spaced frames, and a frame anywhere in a target's segment
+    keeps that spacing to within a fraction of a segment, so the cheapest frame in each segment is taken:
+    a keyframe in it, else the first reference frame at or after its anchor. Reference frames are what
+    the walk has to decode anyway, so skipping the others costs nothing in fidelity of the picked frame.
+    When a segment holds no reference frame (very short clips), that one target is decoded exactly; when
+    the codec outputs nothing with non-reference skipping, the whole clip falls back to exact targets.
+    """
+    keyframes = _keyframe_pts(stream, tb, start)
+    segments = segment_targets(start, duration, frames, keyframes)
+    ctx = stream.codec_context
+    ctx.skip_frame = "NONREF"
+    picked: list = []
+    decoder, current, current_t = None, None, -float("inf")
+    for target, _, seg_end in segments:
+        if decoder is None or _should_seek(keyframes, current_t, target):
+            decoder = _seek_decoder(container, stream, tb, target, stats)
+            current, current_t = None, -float("inf")
+        while current is None or current_t < target - 1e-6:
+            frame = next(decoder, None)
+            if frame is None:
+                break
+            _count_decoded(stats, limits, item, frame, len(picked), frames)
+            current = frame
+            t = _frame_time(frame, tb)
+            current_t = t if t is not None else current_t + 1e-3
+        if current is not None and current_t < seg_end - 1e-6:
+            picked.append(current)
+            continue
+        # no reference frame in this segment (or the walk ran off the end): decode this target exactly
+        if current is None and not picked and stats.frames_decoded == 0:
+            ctx.skip_frame = "DEFAULT"
+            return _pick_frames(container, stream, tb, [t for t, _, _ in segments], limits, stats, item)
+        ctx.skip_frame = "DEFAULT"
+        exact = _pick_frames(container, stream, tb, [target], limits, stats, item, len(picked), frames)
+        ctx.skip_frame = "NONREF"
+        decoder, current, current_t = None, None, -float("inf")
+        if exact:
+            picked.append(exact[0])
+        elif picked:
+            picked.append(picked[-1])
+    return picked
+
+
+def _count_decoded(stats: DecodeStats, limits: DecodeLimits, item, frame, done: int, total: int) -> None:
+    """Account one decoded frame; refuse once the clip needs more frames, or more decode work per sampled
+    frame, than the limits allow (checked as each frame decodes, whichever path decodes it)."""
+    stats.frames_decoded += 1
+    stats.pixels_decoded += frame.width * frame.height
+    if stats.frames_decoded > limits.max_frames:
+        raise errors.VideoTooManyFrames(f"decoded more than max_frames={limits.max_frames}", item=item)
+    if stats.pixels_decoded > limits.budget_pixels * (done + 1):
+        raise errors.DecodeBudgetExceeded(
+            f"sampling frame {done + 1} of {total} needed more than decode_budget_pixels={limits.budget_pixels} "
+            f"per sampled frame ({stats.frames_decoded} frames decoded so far; re-encode with more keyframes)",
+            item=item)
 
 
 def _seek_decoder(container, stream, tb, target, stats):

@@ -14,12 +14,15 @@ import time
 
 from service import errors
 from service.config import Settings
-from service.ingest.sources import LoadedInput, from_bytes, load_ref
+from service.ingest.sources import LoadedInput, from_base64, from_bytes, load_ref
 from service.metrics import Metrics
 from service.schemas import VideoRef
 
 log = logging.getLogger(__name__)
 Input = VideoRef | bytes  # JSON reference or uploaded bytes
+# base64 up to this size is decoded and hashed on the event loop (well under a millisecond): a thread hop
+# per video would cost more than the work on a cache hit. Larger payloads and file paths go to a thread.
+INLINE_BASE64_CHARS = 1 << 20
 
 
 async def fetch_input(item: Input, settings: Settings, label: str | int) -> LoadedInput:
@@ -32,6 +35,8 @@ async def fetch_input(item: Input, settings: Settings, label: str | int) -> Load
 
         data = await fetch_url(item.url, settings, item=label)
         return from_bytes(data, settings.max_video_bytes, item=label)
+    if item.base64 is not None and len(item.base64) <= INLINE_BASE64_CHARS:
+        return from_base64(item.base64, settings.max_video_bytes, item=label)
     return await asyncio.to_thread(load_ref, item, settings, label)
 
 

@@ -1,0 +1,113 @@
+"""Honest baselines for `aesrm-bench`, each a small uvicorn server driven over HTTP exactly like ours.
+
+    python -m load_tests.naive_server naive --port 8101            # a trainer's own reward server
+    python -m load_tests.naive_server floor --port 8102 --redis-url redis://127.0.0.1:6379/15
+
+naive: what a GRPO trainer writes in an afternoon, done sensibly. POST /v1/group with the same JSON body as
+ours ({"videos": [{"base64": ...}, ...]}); each video is decoded ONCE, every frame (PyAV, default
+threading), the same T frames picked uniformly (only those converted, with the service's own resizer), the
+same checkpoint and torch thread count, one forward per unordered pair in one order, win-rate rewards, no
+cache. The handler is a plain `def`, so uvicorn/FastAPI runs concurrent requests in its thread pool
+(PyAV and torch release the GIL): concurrency is not handicapped.
+
+floor: the least a cache hit can cost. POST /v1/pair with our body ({"a": {"base64"}, "b": {"base64"}}):
+parse the body (orjson), base64-decode and hash both videos (blake2b, our identity), one Redis GET, return
+the stored JSON bytes. PUT /store stores the JSON for the next hits of that body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+
+import av
+import numpy as np
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+
+def naive_app(threads: int) -> FastAPI:
+    import torch
+
+    from service.ingest.frames import fit_frame, uniform_indices
+    from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy
+
+    torch.set_num_threads(threads)
+    model, manifest = load_proxy(DEFAULT_CHECKPOINT)
+    t, h, w = int(manifest["frames"]), int(manifest["height"]), int(manifest["width"])
+    app = FastAPI()
+
+    def sample(data: bytes) -> np.ndarray:
+        with av.open(io.BytesIO(data)) as c:
+            stream = c.streams.video[0]
+            if stream.frames:  # count known from the container: keep only the picked frames
+                want = set(uniform_indices(stream.frames, t).tolist())
+                kept = {i: f for i, f in enumerate(c.decode(stream)) if i in want}
+                picked = [kept[i] for i in uniform_indices(stream.frames, t) if i in kept]
+            else:
+                frames = list(c.decode(stream))
+                picked = [frames[i] for i in uniform_indices(len(frames), t)]
+        while len(picked) < t:
+            picked.append(picked[-1])
+        return np.stack([fit_frame(f, w, h) for f in picked])
+
+    @app.post("/v1/group")
+    def group(body: dict) -> dict:
+        clips = [torch.from_numpy(sample(base64.b64decode(v["base64"])))[None] for v in body["videos"]]
+        g = len(clips)
+        prob = np.full((g, g), np.nan)
+        with torch.inference_mode():
+            for i in range(g):
+                for j in range(i + 1, g):
+                    dim, _ = model(clips[i], clips[j])
+                    p = float(torch.sigmoid(dim.mean()))
+                    prob[i, j], prob[j, i] = p, 1 - p
+        rewards = np.nanmean(prob, axis=1)
+        return {"results": [{"index": n, "reward": float(r)} for n, r in enumerate(rewards)]}
+
+    return app
+
+
+def floor_app(redis_url: str) -> FastAPI:
+    import redis.asyncio as aioredis
+
+    app = FastAPI()
+    client = aioredis.from_url(redis_url)
+
+    def key(body: dict) -> str:
+        lo, hi = sorted(hashlib.blake2b(base64.b64decode(body[s]["base64"]), digest_size=16).hexdigest()
+                        for s in ("a", "b"))
+        return f"aesrm:floor:{lo}:{hi}"
+
+    @app.post("/v1/pair")
+    async def pair(request: Request) -> Response:
+        stored = await client.get(key(orjson.loads(await request.body())))
+        if stored is None:
+            return Response(b'{"error": "miss"}', status_code=404, media_type="application/json")
+        return Response(stored, media_type="application/json")
+
+    @app.put("/store")
+    async def store(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        await client.set(key(body["request"]), orjson.dumps(body["response"]))
+        return Response(status_code=204)
+
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("app", choices=["naive", "floor"])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (naive)")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    args = ap.parse_args()
+    app = naive_app(args.threads) if args.app == "naive" else floor_app(args.redis_url)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -78,7 +78,46 @@ def test_contract_shapes(proxy):
     assert (wts >= 0).all()
     for d, row in zip(DIMENSIONS, wts):
         assert all(float(x) == 0.0 for x, cd in zip(row, CRITERION_DIMENSION) if cd != d)
-    assert torch.allclose(dim, crit @ wts.t(), atol=1e-5)
+    # from 2.0.0: the combination is soft-bounded, then divided by the validation-fitted temperatures
+    bound = model.config.bound
+    raw = (emb[:2] - emb[2:]) @ model.criterion_w.t()
+    if bound:
+        raw = bound * torch.tanh(raw / bound)
+        comb = bound * torch.tanh(raw @ wts.t() / bound)
+    else:
+        comb = raw @ wts.t()
+    assert torch.allclose(crit, raw / model.crit_temperature, atol=1e-4)
+    assert torch.allclose(dim, comb / model.dim_temperature, atol=1e-4)
+
+
+def test_logits_are_bounded_and_still_exactly_antisymmetric_for_huge_weights():
+    """However far apart two clips are, no logit exceeds bound / temperature (1.1.0 gave 87 on a plain
+    camera shake); the odd soft clip keeps forward(b, a) == -forward(a, b) bit-exact."""
+    model, _ = untrained_proxy(seed=5)
+    assert model.config.bound > 0
+    with torch.no_grad():
+        model.criterion_w.mul_(1e4)
+        model.dim_temperature.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    b = torch.zeros_like(a)
+    with torch.inference_mode():
+        d_ab, c_ab = model(a, b)
+        d_ba, c_ba = model(b, a)
+    assert torch.equal(d_ba, -d_ab) and torch.equal(c_ba, -c_ab)
+    limit = model.config.bound / model.dim_temperature
+    assert (d_ab.abs() <= limit + 1e-5).all() and (c_ab.abs() <= model.config.bound + 1e-5).all()
+    assert (d_ab.abs()[:, 0] > 0.9 * limit[0]).all()  # saturated, not zeroed
+
+
+def test_shipped_checkpoint_carries_its_calibration(proxy):
+    """The temperatures fitted on validation pairs are in the state_dict (the model applies them) and
+    readable in the manifest."""
+    model, m = proxy
+    cal = m["training"]["calibration"]
+    assert [cal["dimension"][d] for d in DIMENSIONS] == pytest.approx(model.dim_temperature.tolist(), rel=1e-2)
+    assert [cal["criterion"][c] for c in CRITERIA] == pytest.approx(model.crit_temperature.tolist(), rel=1e-2)
+    assert model.config.bound > 0 and m["version"].startswith("2.")
 
 
 @pytest.mark.parametrize("which", ["trained", "untrained"])
@@ -155,6 +194,20 @@ def test_tilted_held_out_clip_loses(proxy):
     with torch.inference_mode():
         dim, crit = model(torch.from_numpy(level[None]), torch.from_numpy(tilted[None]))
     assert dim[0, DIMENSIONS.index("VA")] > 0 and crit[0, CRITERIA.index("composition_tilt")] > 0
+
+
+def test_checkpoints_from_before_2_0_load_unbounded_with_a_clear_warning(tmp_path):
+    """A 1.x checkpoint (no `bound` in its config, no temperatures) rebuilds the 1.x heads exactly and says
+    that its logits are unbounded and uncalibrated."""
+    model, _ = untrained_proxy(seed=1)
+    cfg = {k: v for k, v in model.config.to_dict().items() if k != "bound"}
+    old = AesRMProxy(ProxyConfig.from_dict(cfg))
+    path = tmp_path / "old.pt"
+    torch.save({"config": cfg, "state_dict": old.state_dict()}, path)
+    assert "dim_temperature" not in old.state_dict()
+    with pytest.warns(UserWarning, match="unbounded, uncalibrated"):
+        loaded, manifest = load_proxy(path)
+    assert loaded.config.bound == 0.0 and manifest["calibrated"] is False
 
 
 def test_checkpoints_from_before_orientation_features_still_load():

@@ -169,9 +169,11 @@ class AesRMProxy(nn.Module):
         return soft_bound(crit @ self.dimension_weights().t(), b), crit
 
     def heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [P, D] x2 -> calibrated (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C])."""
+        """Embeddings [P, D] x2 -> calibrated (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C]):
+        logit / temperature, bounded again so that a sharpening temperature (< 1) cannot undo the bound."""
         dim, crit = self.raw_heads(emb_a, emb_b)
-        return dim / self.dim_temperature, crit / self.crit_temperature
+        b = self.config.bound
+        return soft_bound(dim / self.dim_temperature, b), soft_bound(crit / self.crit_temperature, b)
 
     def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Encode each side separately: identical shapes give bit-identical embeddings, so the

@@ -38,6 +38,8 @@ def seed_everything(seed: int) -> None:
 
 
 DIM_OF_CRITERION = torch.tensor([DIMENSIONS.index(x) for x in CRITERION_DIMENSION])
+OFF_TARGET_MARGIN = 0.5  # |logit| below this (P in 0.38..0.62) is free: related criteria may co-move a little
+TEMPERATURE_RANGE = (0.25, 16.0)
 
 
 def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor,
@@ -45,8 +47,9 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
     """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first.
 
     BCE on the edited criterion's and its dimension's logit, plus (RED-Aes relative consistency) the two
-    sides differ in ONE edit only, so every other criterion and dimension should stay at 0: a squared
-    penalty on those logits, weighted off_crit / off_dim."""
+    sides differ in ONE edit only, so every other dimension and the criteria of other dimensions should
+    stay at 0: a squared hinge on those logits beyond OFF_TARGET_MARGIN, weighted off_dim / off_crit.
+    Criteria of the edited dimension are left free (blur and compression legitimately overlap)."""
     b, k = clips.shape[:2]
     emb = model.encode(clips.flatten(0, 1)).view(b, k, -1)
     i = torch.tensor([p[0] for p in GROUP_PAIRS])
@@ -62,42 +65,63 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
     loss = F.binary_cross_entropy_with_logits(lc, y) + F.binary_cross_entropy_with_logits(ld, y)
     if off_dim or off_crit:
         other_d = torch.ones_like(dim).scatter_(1, d[:, None], 0.0)
-        other_c = torch.ones_like(cl).scatter_(1, c[:, None], 0.0)
-        loss = loss + off_dim * (dim.square() * other_d).sum(1).mean() / 2 \
-            + off_crit * (cl.square() * other_c).sum(1).mean() / (cl.shape[1] - 1)
+        other_c = (DIM_OF_CRITERION[None] != d[:, None]).float()  # criteria of the other dimensions
+        hinge = lambda x: F.relu(x.abs() - OFF_TARGET_MARGIN).square()  # noqa: E731
+        loss = loss + off_dim * (hinge(dim) * other_d).sum(1).mean() / 2 \
+            + off_crit * (hinge(cl) * other_c).sum(1).mean() / other_c.sum(1).mean()
     acc = ((ld > 0).float() == y).float().mean()
     return loss, acc
 
 
 @torch.inference_mode()
 def calibrate(model: AesRMProxy, groups: list) -> dict:
-    """Fit one temperature per dimension and per criterion (logit / T) by minimum NLL on validation pairs
-    (grid search, log-spaced 0.25..16) and store them in the model's buffers."""
+    """Fit one temperature per dimension and per criterion (logit / T, then bounded as heads() does) by
+    minimum cross-entropy on validation pairs and store them in the model's buffers.
+
+    Targets: the edited dimension / criterion prefers the less-edited side (label 1); every OTHER dimension,
+    and the criteria of other dimensions, should be indifferent (label 0.5: the two sides differ in one
+    edit only). Fitting on both keeps a sharpening temperature from turning small off-target logits into
+    confident claims."""
     from service.training.evaluate import embed_groups
 
     emb = embed_groups(model, groups)
-    dims, crits, dl, cl = [], [], [], []
-    for gi, (_, c, _) in enumerate(groups):
-        for i, j in GROUP_PAIRS:
-            dim, crit = model.raw_heads(emb[gi, i][None], emb[gi, j][None])
-            dims.append(int(DIM_OF_CRITERION[c]))
-            crits.append(c)
-            dl.append(float(dim[0, DIM_OF_CRITERION[c]]))
-            cl.append(float(crit[0, c]))
-    grid = np.exp(np.linspace(np.log(0.25), np.log(16), 97))
+    ea = torch.stack([emb[gi, i] for gi in range(len(groups)) for i, _ in GROUP_PAIRS])
+    eb = torch.stack([emb[gi, j] for gi in range(len(groups)) for _, j in GROUP_PAIRS])
+    dim, crit = (x.double().numpy() for x in model.raw_heads(ea, eb))
+    c = np.repeat([g[1] for g in groups], len(GROUP_PAIRS))
+    d = DIM_OF_CRITERION.numpy()[c]
+    b = model.config.bound or np.inf
+    grid = np.exp(np.linspace(*np.log(TEMPERATURE_RANGE), 97))
 
-    def fit(logits: np.ndarray) -> float:  # every pair has the first side better: label 1
-        if len(logits) == 0:
+    def fit(on: np.ndarray, off: np.ndarray) -> float:
+        if len(on) == 0:
             return 1.0
-        nll = [np.logaddexp(0, -logits[None] / t).mean() for t in grid]
-        return float(grid[int(np.argmin(nll))])
-    dims, crits, dl, cl = map(np.array, (dims, crits, dl, cl))
-    td = [fit(dl[dims == k]) for k in range(len(DIMENSIONS))]
-    tc = [fit(cl[crits == k]) for k in range(len(CRITERIA))]
+        best = (np.inf, 1.0)
+        for t in grid:
+            lo, lf = b * np.tanh(on / t / b), b * np.tanh(off / t / b)
+            ce = np.logaddexp(0, -lo).sum() + (0.5 * (np.logaddexp(0, -lf) + np.logaddexp(0, lf))).sum()
+            best = min(best, (ce / (len(on) + len(off)), float(t)))
+        return best[1]
+    td = [fit(dim[d == k, k], dim[d != k, k]) for k in range(len(DIMENSIONS))]
+    tc = [fit(crit[c == k, k], crit[d != DIM_OF_CRITERION[k].item(), k]) for k in range(len(CRITERIA))]
     model.dim_temperature.copy_(torch.tensor(td))
     model.crit_temperature.copy_(torch.tensor(tc))
     return {"dimension": dict(zip(DIMENSIONS, [round(t, 3) for t in td])),
-            "criterion": dict(zip(CRITERIA, [round(t, 3) for t in tc])), "pairs": len(dl)}
+            "criterion": dict(zip(CRITERIA, [round(t, 3) for t in tc])), "pairs": len(c),
+            "objective": "cross-entropy: edited dimension/criterion label 1, other dimensions label 0.5"}
+
+
+def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
+    from service.model.checkpoint import load_proxy
+
+    torch.set_num_threads(threads)
+    model, manifest = load_proxy(path)
+    val = fixed_groups([s for s in load_sources() if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
+    temps = calibrate(model, val)
+    manifest["training"]["calibration"] = temps
+    saved = save_checkpoint(model, path, {k: v for k, v in manifest.items()
+                                          if k not in ("checkpoint_file", "checkpoint_sha256", "calibrated")})
+    print(f"temperatures (fitted on val): {temps}\nsaved {path} sha256={saved['checkpoint_sha256'][:12]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,7 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="data worker processes (output is identical)")
     ap.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
+    ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
+                    help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
+    if args.calibrate_only:
+        return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
+import logging
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ import torch
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "2.0.0"
+VERSION = "2.0.0"  # what a training run with this code writes (bounded, calibrated heads)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v1.pt"
 
@@ -62,9 +62,10 @@ def load_proxy(path: str | Path | None = None, device: str = "cpu") -> tuple[Aes
     manifest = json.loads(mp.read_text()) if mp.is_file() else base_manifest(model.config, True)
     manifest["calibrated"] = model.config.bound > 0
     if model.config.bound <= 0:
-        warnings.warn(f"{path.name} predates proxy 2.0.0: its logits are unbounded, uncalibrated and move "
-                      "strongly on dimensions an edit does not touch; retrain with aesrm-train", UserWarning,
-                      stacklevel=2)
+        logging.getLogger(__name__).warning(
+            "%s (proxy %s) predates proxy 2.0.0: loaded as the 1.x architecture; its logits are unbounded and "
+            "uncalibrated and move strongly on dimensions an edit does not touch", path.name,
+            manifest.get("version", "?"))
     manifest.setdefault("checkpoint_file", path.name)
     manifest.setdefault("checkpoint_sha256", sha256_file(path))
     return model.to(device).eval(), manifest

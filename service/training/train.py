@@ -26,7 +26,7 @@ from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
-            "seed": 1234, "val_per_criterion": 12, "test_per_criterion": 40,
+            "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.05}
 
 

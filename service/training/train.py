@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.model.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from service.model.checkpoint import DEFAULT_CHECKPOINT, TRAINED_VERSION, save_checkpoint
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     print("evaluating on held-out test sources ...", flush=True)
     test = test_metrics(model, sources, args.test_per_criterion) if args.test_per_criterion else {}
     manifest = {
-        "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
+        "version": TRAINED_VERSION, "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
         "metrics": {"test": test, "per_criterion_groups": args.test_per_criterion, "eval_seed": EVAL_SEED},
         "training": {"command": "aesrm-train " + " ".join(argv if argv is not None else sys.argv[1:]),
                      **{k: getattr(args, k) for k in DEFAULTS}, "steps": total,

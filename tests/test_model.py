@@ -78,7 +78,39 @@ def test_contract_shapes(proxy):
     assert (wts >= 0).all()
     for d, row in zip(DIMENSIONS, wts):
         assert all(float(x) == 0.0 for x, cd in zip(row, CRITERION_DIMENSION) if cd != d)
-    assert torch.allclose(dim, crit @ wts.t(), atol=1e-5)
+    # from 2.0.0: soft-bounded criterion logits, their soft-bounded combination, then divided by the
+    # validation-fitted temperatures and bounded again
+    bound = model.config.bound
+    with torch.inference_mode():
+        raw = (emb[:2] - emb[2:]) @ model.criterion_w.t()
+    if bound:
+        raw = bound * torch.tanh(raw / bound)
+        comb = bound * torch.tanh(raw @ wts.t() / bound)
+        raw = bound * torch.tanh(raw / model.crit_temperature / bound)
+        comb = bound * torch.tanh(comb / model.dim_temperature / bound)
+    else:
+        comb = raw @ wts.t()
+    assert torch.allclose(crit, raw, atol=1e-4) and torch.allclose(dim, comb, atol=1e-4)
+
+
+def test_logits_are_bounded_and_still_exactly_antisymmetric_for_huge_weights():
+    """However far apart two clips are, and whatever the temperatures, no logit exceeds the bound (1.1.0
+    gave 87 on a plain camera shake); the odd soft clip keeps forward(b, a) == -forward(a, b) bit-exact."""
+    model, _ = untrained_proxy(seed=5)
+    assert model.config.bound > 0
+    with torch.no_grad():
+        model.criterion_w.mul_(1e4)
+        model.dim_temperature.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    b = torch.zeros_like(a)
+    with torch.inference_mode():
+        d_ab, c_ab = model(a, b)
+        d_ba, c_ba = model(b, a)
+    assert torch.equal(d_ba, -d_ab) and torch.equal(c_ba, -c_ab)
+    bound = model.config.bound
+    assert (d_ab.abs() <= bound + 1e-5).all() and (c_ab.abs() <= bound + 1e-5).all()
+    assert (d_ab.abs()[:, [0, 2]] > 0.5 * bound).all()  # saturated, not zeroed (VA: T=1, VP: T=0.5)
 
 
 @pytest.mark.parametrize("which", ["trained", "untrained"])
@@ -157,9 +189,97 @@ def test_tilted_held_out_clip_loses(proxy):
     assert dim[0, DIMENSIONS.index("VA")] > 0 and crit[0, CRITERIA.index("composition_tilt")] > 0
 
 
+def test_calibration_is_saved_with_the_checkpoint_and_applied_after_loading(tmp_path):
+    """Temperatures fitted by training's calibrate() travel in the state_dict (the loaded model applies them)
+    and in the manifest; a fresh load gives the same logits as the calibrated model."""
+    from service.model.checkpoint import save_checkpoint
+    from service.training.train import calibrate
+
+    class Src:
+        levels = _photo("chelsea")
+
+    torch.set_num_threads(1)
+    groups = [sample_group([Src], np.random.default_rng([3, c]), criterion=c) for c in range(len(CRITERIA))]
+    model, _ = untrained_proxy(seed=2)
+    temps = calibrate(model, groups)
+    assert model.dim_temperature.tolist() == pytest.approx([temps["dimension"][d] for d in DIMENSIONS], rel=1e-2)
+    assert not torch.equal(model.crit_temperature, torch.ones(len(CRITERIA)))
+    path = tmp_path / "cal.pt"
+    save_checkpoint(model, path, {"training": {"calibration": temps}})
+    loaded, manifest = load_proxy(path)
+    assert torch.equal(loaded.dim_temperature, model.dim_temperature) and manifest["calibrated"] is True
+    a, b = torch.from_numpy(groups[0][0][:1]), torch.from_numpy(groups[0][0][2:])
+    with torch.inference_mode():
+        assert torch.equal(loaded(a, b)[0], model(a, b)[0])
+
+
+def test_off_target_penalty_counts_only_other_dimensions_beyond_the_margin():
+    """RED-Aes relative consistency: a single-edit pair pays for other dimensions' logits only beyond
+    OFF_TARGET_MARGIN; small co-movements are free, large ones cost."""
+    from service.training.train import pair_loss
+
+    class Src:
+        levels = _photo("rocket")
+
+    clips, c, _ = sample_group([Src], np.random.default_rng([9, 1]), criterion=CRITERIA.index("noise"))
+    clips, crit = torch.from_numpy(clips[None]), torch.tensor([c])
+    flip = torch.zeros(1, 3, dtype=torch.bool)
+    model, _ = untrained_proxy(seed=4)
+    model.train()
+    with torch.no_grad():
+        model.criterion_w.mul_(1e-6)  # every logit ~0: inside the margin
+        base, _ = pair_loss(model, clips, crit, flip)
+        same, _ = pair_loss(model, clips, crit, flip, off_dim=1.0, off_crit=1.0)
+        model.criterion_w.mul_(1e9)  # saturated logits on every head
+        big0, _ = pair_loss(model, clips, crit, flip)
+        big1, _ = pair_loss(model, clips, crit, flip, off_dim=1.0, off_crit=1.0)
+    assert float(same) == pytest.approx(float(base), abs=1e-6)
+    assert float(big1) > float(big0) + 1.0
+
+
+def test_checkpoints_from_before_2_0_load_unbounded_with_a_clear_warning(tmp_path, caplog):
+    """A 1.x checkpoint (no `bound` in its config, no temperatures) rebuilds the 1.x heads exactly and says
+    that its logits are unbounded and uncalibrated."""
+    model, _ = untrained_proxy(seed=1)
+    cfg = {k: v for k, v in model.config.to_dict().items() if k != "bound"}
+    old = AesRMProxy(ProxyConfig.from_dict(cfg))
+    path = tmp_path / "old.pt"
+    torch.save({"config": cfg, "state_dict": old.state_dict()}, path)
+    assert "dim_temperature" not in old.state_dict()
+    with caplog.at_level("WARNING", logger="service.model.checkpoint"):
+        loaded, manifest = load_proxy(path)
+    assert "predates proxy 2.0.0" in caplog.text and "unbounded and uncalibrated" in caplog.text
+    assert loaded.config.bound == 0.0 and manifest["calibrated"] is False
+
+
 def test_checkpoints_from_before_orientation_features_still_load():
     """A 1.0.0 config has no `orientation` key: it must rebuild the 1.0.0 architecture, not the new one."""
     old = {k: v for k, v in ProxyConfig().to_dict().items() if k != "orientation"}
     cfg = ProxyConfig.from_dict(old)
     assert cfg.orientation is False
     assert AesRMProxy(cfg).frame_proj[0].in_features == AesRMProxy(ProxyConfig()).frame_proj[0].in_features - 8
+
+
+def test_bounded_calibrated_heads_export_to_onnx_with_parity(tmp_path):
+    """The 2.0 heads (odd soft bound, temperatures) survive the ONNX export used by Triton/TensorRT."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from service.training.export_onnx import OUTPUT_NAMES, export
+
+    model, _ = untrained_proxy(seed=6)
+    with torch.no_grad():
+        model.criterion_w.mul_(50.0)  # drive some logits into the bound
+        model.dim_temperature.copy_(torch.tensor([0.7, 1.3, 2.0]))
+        model.crit_temperature.copy_(torch.linspace(0.5, 3.0, len(CRITERIA)))
+    path = export(model, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = np.random.default_rng(1)
+    a = g.integers(0, 256, (3, 8, 128, 128, 3), dtype=np.uint8)
+    b = g.integers(0, 256, (3, 8, 128, 128, 3), dtype=np.uint8)
+    b[0] = 0  # black vs noise: far apart, so the bound saturates
+    dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})
+    with torch.inference_mode():
+        tdim, tcrit = model(torch.from_numpy(a), torch.from_numpy(b))
+    tol = 50 * 1e-4  # the 50x head weights scale the encoder's float rounding (1e-4 in test_onnx_parity) too
+    assert np.abs(dim - tdim.numpy()).max() < tol and np.abs(crit - tcrit.numpy()).max() < tol
+    assert np.abs(crit[0]).max() > 1.0  # not a trivially zero comparison

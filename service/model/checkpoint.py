@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -15,7 +16,8 @@ import torch
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "1.1.0"
+VERSION = "1.1.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
+TRAINED_VERSION = "2.0.0"  # what a training run with this code writes (bounded, calibrated heads)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v1.pt"
 
@@ -59,6 +61,12 @@ def load_proxy(path: str | Path | None = None, device: str = "cpu") -> tuple[Aes
     model.load_state_dict(blob["state_dict"])
     mp = manifest_path(path)
     manifest = json.loads(mp.read_text()) if mp.is_file() else base_manifest(model.config, True)
+    manifest["calibrated"] = model.config.bound > 0
+    if model.config.bound <= 0:
+        logging.getLogger(__name__).warning(
+            "%s (proxy %s) predates proxy 2.0.0: loaded as the 1.x architecture; its logits are unbounded and "
+            "uncalibrated and move strongly on dimensions an edit does not touch", path.name,
+            manifest.get("version", "?"))
     manifest.setdefault("checkpoint_file", path.name)
     manifest.setdefault("checkpoint_sha256", sha256_file(path))
     return model.to(device).eval(), manifest

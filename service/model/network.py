@@ -33,13 +33,14 @@ class ProxyConfig:
     frame_dim: int = 96
     embed_dim: int = 96
     orientation: bool = True  # edge-orientation statistics per frame (tilt / roll); added in 1.1.0
+    bound: float = 8.0  # |logit| <= bound (odd soft clip); 0 = unbounded (checkpoints before 2.0.0)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
-        d = {"orientation": False, **d}  # checkpoints written before the field existed did not have it
+        d = {"orientation": False, "bound": 0.0, **d}  # checkpoints written before a field existed lack it
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -85,6 +86,14 @@ def _orientation(frames: torch.Tensor, luma_k: torch.Tensor = LUMA_KERNEL) -> to
     return torch.stack(out, 1)
 
 
+def soft_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """bound * tanh(x / bound), written as an exactly odd function (sign times a function of |x|) so
+    that swapping A and B still flips every logit bit-exactly. Identity for bound <= 0."""
+    if bound <= 0:
+        return x
+    return torch.sign(x) * (torch.tanh(x.abs() / bound) * bound)
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))
@@ -116,6 +125,11 @@ class AesRMProxy(nn.Module):
         mask = torch.tensor([[float(d == dim) for d in config.criterion_dimension] for dim in DIMENSIONS])
         self.register_buffer("dim_mask", mask)  # [3, C]
         self.dim_raw = nn.Parameter(torch.zeros(c))  # softplus -> non-negative criterion weights
+        # Temperatures fitted on validation pairs after training (logit / T); 1 = uncalibrated. Stored in
+        # the state_dict (and the manifest, for reading) from 2.0.0 on.
+        persist = config.bound > 0
+        self.register_buffer("dim_temperature", torch.ones(len(DIMENSIONS)), persistent=persist)
+        self.register_buffer("crit_temperature", torch.ones(c), persistent=persist)
 
     def dimension_weights(self) -> torch.Tensor:
         """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
@@ -148,10 +162,18 @@ class AesRMProxy(nn.Module):
         pooled = torch.cat([f.mean(1), z.mean(2), z.amax(2)], 1)
         return self.embed(pooled)
 
+    def raw_heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bounded but uncalibrated (dimension logits [P, 3], criterion logits [P, C]): what training sees."""
+        b = self.config.bound
+        crit = soft_bound((emb_a - emb_b) @ self.criterion_w.t(), b)
+        return soft_bound(crit @ self.dimension_weights().t(), b), crit
+
     def heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [P, D] x2 -> (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C])."""
-        crit = (emb_a - emb_b) @ self.criterion_w.t()
-        return crit @ self.dimension_weights().t(), crit
+        """Embeddings [P, D] x2 -> calibrated (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C]):
+        logit / temperature, bounded again so that a sharpening temperature (< 1) cannot undo the bound."""
+        dim, crit = self.raw_heads(emb_a, emb_b)
+        b = self.config.bound
+        return soft_bound(dim / self.dim_temperature, b), soft_bound(crit / self.crit_temperature, b)
 
     def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Encode each side separately: identical shapes give bit-identical embeddings, so the

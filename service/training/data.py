@@ -27,13 +27,32 @@ T, H, W = 8, 128, 128
 CLIP_SIZES = ((320, 180), (256, 144), (288, 216), (256, 192), (240, 240), (192, 256), (180, 320), (320, 240))
 MAX_ROLL = math.radians(15.0)  # rotation margin reserved in every camera path (tilt + shake fit inside)
 RECIPE = {  # everything that shapes the data; hashed into the manifest's data_hash
-    "version": 1, "criteria": list(CRITERIA), "T": T, "H": H, "W": W, "clip_sizes": CLIP_SIZES,
+    "version": 2, "criteria": list(CRITERIA), "T": T, "H": H, "W": W, "clip_sizes": CLIP_SIZES,
     "exposure_stops": 2.5, "contrast_low": 0.7, "contrast_high": 1.2, "cast": 0.6, "sat_low": 0.95,
     "sat_high": 1.8, "tilt_deg": 12.0, "blur_sigma": 3.0, "noise_sigma": 0.10, "crf": [26, 51],
     "flicker": 0.3, "stutter_max": 6, "jitter": 0.05, "warp": 0.05, "p_pristine": 0.5, "min_gap": 0.2,
     "p_nuisance": 0.3, "nuisance_max": 0.5, "min_diff": 0.3,
+    # 2.0.0: more defect families per criterion (variant = pattern seed % count). The held-out families
+    # of service.training.heldout (gamma, vignette, hue, crop, keystone, motion blur, downscale, other
+    # codecs, posterisation, ghosting, dropped frames, shuffle, jump cut, interlace, rolling shutter) must
+    # never appear here.
+    "recipe": 2, "variants": {"exposure": ["stops", "offset"], "contrast": ["linear", "tone_curve"],
+                              "color_cast": ["gain", "tint"], "sharpness": ["gaussian", "defocus_disc"],
+                              "noise": ["gaussian", "shot", "impulse"],
+                              "temporal_flicker": ["gain", "periodic", "regional"],
+                              "motion_jitter": ["shake", "zoom_pulse"], "structural_warping": ["smooth", "ripple"]},
+    "offset": 0.3, "tint": 0.15, "disc_radius": 5.0, "shot_sigma": 0.16, "impulse": 0.04, "zoom_pulse": 0.06,
 }
 GEOMETRIC = ("composition_tilt", "motion_jitter", "structural_warping")
+
+
+V1_ONLY = {"on": False}  # True: only the recipe-1 families (the 1.x test set, for comparisons)
+
+
+def variant(criterion: str, seed: int) -> str:
+    """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
+    names = ["default"] if V1_ONLY["on"] else RECIPE["variants"].get(criterion, ["default"])
+    return names[int(seed) % len(names)]
 
 
 def _camera(src_shape, rng: np.random.Generator) -> dict:
@@ -71,8 +90,11 @@ def _grid(cam: dict, edits: dict) -> torch.Tensor:
     if "motion_jitter" in edits:
         s, seed, _ = edits["motion_jitter"]
         g = np.random.default_rng(seed)
-        centre = centre + torch.from_numpy(g.normal(0, 1, (T, 2))) * s * RECIPE["jitter"] * cw[:, None]
-        roll = roll + torch.from_numpy(g.normal(0, 1, T)) * s * math.radians(1.5)
+        if variant("motion_jitter", seed) == "zoom_pulse":  # the lens breathes / zoom wobbles
+            cw = cw * torch.exp(torch.from_numpy(g.normal(0, 1, T)) * s * RECIPE["zoom_pulse"])
+        else:
+            centre = centre + torch.from_numpy(g.normal(0, 1, (T, 2))) * s * RECIPE["jitter"] * cw[:, None]
+            roll = roll + torch.from_numpy(g.normal(0, 1, T)) * s * math.radians(1.5)
     u = (torch.arange(w, dtype=torch.float64) + 0.5) / w * 2 - 1
     v = (torch.arange(h, dtype=torch.float64) + 0.5) / h * 2 - 1
     vv, uu = torch.meshgrid(v, u, indexing="ij")
@@ -80,10 +102,11 @@ def _grid(cam: dict, edits: dict) -> torch.Tensor:
     if "structural_warping" in edits:
         s, seed, _ = edits["structural_warping"]
         g = np.random.default_rng(seed)
-        f1, f2 = (torch.from_numpy(g.normal(0, 1, (1, 2, 5, 5))) for _ in range(2))
+        n, amp = (9, 0.6) if variant("structural_warping", seed) == "ripple" else (5, 1.0)
+        f1, f2 = (torch.from_numpy(g.normal(0, 1, (1, 2, n, n))) for _ in range(2))
         ph = 2 * math.pi * (t + g.uniform())
         field = torch.cos(ph)[:, None, None, None] * f1 + torch.sin(ph)[:, None, None, None] * f2
-        field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True) * s * RECIPE["warp"]
+        field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True) * s * RECIPE["warp"] * amp
         uu, vv = uu + field[:, 0], vv + field[:, 1]
     half_w, half_h = (cw / 2)[:, None, None], (cw / 2 / (w / h))[:, None, None]
     cr, sr = torch.cos(roll)[:, None, None], torch.sin(roll)[:, None, None]
@@ -101,6 +124,16 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def _disc_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """Defocus: a uniform disc kernel (anti-aliased edge) of the given radius in pixels."""
+    r = int(math.ceil(radius))
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    k = (radius + 0.5 - (xx * xx + yy * yy).sqrt()).clamp(0, 1)
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k.expand(c, 1, -1, -1).contiguous(), groups=c)
+
+
 def _luma(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
@@ -108,20 +141,30 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     """Global colour/tone edits on float frames [T, 3, h, w] in 0..1."""
     if "exposure" in edits:
-        s, _, d = edits["exposure"]
-        x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * RECIPE["exposure_stops"])).clamp(0, 1) ** (1 / 2.2)
+        s, seed, d = edits["exposure"]
+        if variant("exposure", seed) == "offset":  # lifted / crushed: a brightness offset, clipped
+            x = (x + d * s * RECIPE["offset"]).clamp(0, 1)
+        else:
+            x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * RECIPE["exposure_stops"])).clamp(0, 1) ** (1 / 2.2)
     if "contrast" in edits:
-        s, _, d = edits["contrast"]
-        m = _luma(x).mean()
-        f = 1 - RECIPE["contrast_low"] * s if d < 0 else 1 + RECIPE["contrast_high"] * s
-        x = m + (x - m) * f
+        s, seed, d = edits["contrast"]
+        if variant("contrast", seed) == "tone_curve":  # S-curve (harsh) or inverse S (muddy midtones)
+            y = x.clamp(0, 1)
+            x = y + d * s * (y * y * (3 - 2 * y) - y) * 2.0
+        else:
+            m = _luma(x).mean()
+            f = 1 - RECIPE["contrast_low"] * s if d < 0 else 1 + RECIPE["contrast_high"] * s
+            x = m + (x - m) * f
     if "color_cast" in edits:
         s, seed, _ = edits["color_cast"]
         g = np.random.default_rng(seed)
         v = g.normal(0, 1, 3)
         v = v - v.mean()
         v = v / (np.linalg.norm(v) + 1e-8)
-        x = x * torch.from_numpy(np.exp(RECIPE["cast"] * s * v)).float().view(1, 3, 1, 1)
+        if variant("color_cast", seed) == "tint":  # additive: shadows take the colour
+            x = x + torch.from_numpy(RECIPE["tint"] * s * v).float().view(1, 3, 1, 1)
+        else:
+            x = x * torch.from_numpy(np.exp(RECIPE["cast"] * s * v)).float().view(1, 3, 1, 1)
     if "saturation" in edits:
         s, _, d = edits["saturation"]
         y = _luma(x)
@@ -130,8 +173,17 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     if "temporal_flicker" in edits:
         s, seed, _ = edits["temporal_flicker"]
         g = np.random.default_rng(seed)
-        n = g.normal(0, 1, (T, 1)) + 0.3 * g.normal(0, 1, (T, 3))
+        kind = variant("temporal_flicker", seed)
+        if kind == "periodic":  # mains-frequency-like beat: a sinusoidal gain
+            n = np.repeat(1.5 * np.sin(2 * math.pi * (g.uniform(0.2, 0.5) * np.arange(T) + g.uniform()))[:, None], 3, 1)
+        else:
+            n = g.normal(0, 1, (T, 1)) + 0.3 * g.normal(0, 1, (T, 3))
         gain = torch.from_numpy(np.exp(RECIPE["flicker"] * s * n)).float().view(T, 3, 1, 1)
+        if kind == "regional":  # only part of the frame flickers (a light source, an auto-exposure zone)
+            _, _, h, w = x.shape
+            ramp = torch.from_numpy(g.normal(0, 1, (1, 1, 2, 2))).float()
+            ramp = F.interpolate(ramp, size=(h, w), mode="bilinear", align_corners=True).sigmoid()
+            gain = 1 + (gain - 1) * ramp * 1.6
         x = x * gain
     return x
 
@@ -169,14 +221,25 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
     _, _, h, w = x.shape
     x = _photometric(x, {k: v for k, v in edits.items() if v[0] > 0})
     if edits.get("sharpness", (0,))[0] > 0:
-        sigma = edits["sharpness"][0] * RECIPE["blur_sigma"]
-        if sigma > 0.15:
-            x = _gauss_blur(x, sigma)
+        s, seed, _ = edits["sharpness"]
+        if variant("sharpness", seed) == "defocus_disc":
+            if s * RECIPE["disc_radius"] > 0.5:
+                x = _disc_blur(x, s * RECIPE["disc_radius"])
+        elif s * RECIPE["blur_sigma"] > 0.15:
+            x = _gauss_blur(x, s * RECIPE["blur_sigma"])
     if edits.get("noise", (0,))[0] > 0:
         s, seed, _ = edits["noise"]
         g = torch.Generator().manual_seed(int(seed))
-        n = 0.7 * torch.randn(T, 1, h, w, generator=g) + 0.5 * torch.randn(T, 3, h, w, generator=g)
-        x = x + n * s * RECIPE["noise_sigma"]
+        kind = variant("noise", seed)
+        if kind == "impulse":  # dead / hot pixels, salt and pepper
+            u = torch.rand(T, 1, h, w, generator=g)
+            hot = (torch.rand(T, 1, h, w, generator=g) < 0.5).float()
+            x = torch.where(u < s * RECIPE["impulse"], hot.expand_as(x), x)
+        else:
+            n = 0.7 * torch.randn(T, 1, h, w, generator=g) + 0.5 * torch.randn(T, 3, h, w, generator=g)
+            if kind == "shot":  # photon noise: grows with the signal
+                n = n * x.clamp(0, 1).sqrt() * (RECIPE["shot_sigma"] / RECIPE["noise_sigma"])
+            x = x + n * s * RECIPE["noise_sigma"]
     clip = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if edits.get("frame_stutter", (0,))[0] > 0:
         s, seed, _ = edits["frame_stutter"]

@@ -17,8 +17,10 @@ import torch
 
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups
 from service.model.network import DIMENSIONS
+from service.training.heldout import pair_record, summarise
 
 EVAL_SEED = 20260101  # fixed: the test set is the same for every model
+OFF_TARGET_KEYS = ("overall_accuracy", "off_target_strong", "off_target_backwards", "ece", "max_abs_logit")
 
 
 @torch.inference_mode()
@@ -37,12 +39,13 @@ def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
     emb = embed_groups(model, groups)
     crit_ok = {c: [] for c in CRITERIA}
     dim_ok = {d: [] for d in DIMENSIONS}
-    anchor, relative = [], []
+    anchor, relative, records = [], [], []
     for gi, (clips, c, st) in enumerate(groups):
         for i, j in GROUP_PAIRS:  # i is the better (less edited) side
             dim, crit = model.heads(emb[gi, i][None], emb[gi, j][None])
             ok_c = bool(crit[0, c] > 0)
             ok_d = bool(dim[0, DIMENSIONS.index(CRITERION_DIMENSION[c])] > 0)
+            records.append(pair_record(dim[0], CRITERION_DIMENSION[c]))
             crit_ok[CRITERIA[c]].append(ok_c)
             dim_ok[CRITERION_DIMENSION[c]].append(ok_d)
             if st[i] == 0 and st[j] >= 0.6:
@@ -62,7 +65,8 @@ def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
             "dimensions": {d: mean(v) for d, v in dim_ok.items()},
             "dimension_mean": mean([mean(v) for v in dim_ok.values()]),
             "anchor_accuracy": mean(anchor), "relative_accuracy": mean(relative),
-            "order_consistency": mean(cons), "pairs": sum(len(v) for v in crit_ok.values()),
+            "order_consistency": mean(cons), **{k: summarise(records)[k] for k in OFF_TARGET_KEYS},
+            "pairs": sum(len(v) for v in crit_ok.values()),
             "groups": len(groups)}
 
 
@@ -96,8 +100,9 @@ def print_report(metrics: dict, title: str) -> None:
     print(f"{'dimension':24s} {'':4s} {'accuracy':>8s}")
     for d in DIMENSIONS:
         print(f"{d:24s} {'':4s} {metrics['dimensions'][d]:8.3f}")
-    for k in ("dimension_mean", "anchor_accuracy", "relative_accuracy", "order_consistency"):
-        print(f"{k:29s} {metrics[k]:8.3f}")
+    for k in ("dimension_mean", "anchor_accuracy", "relative_accuracy", "order_consistency") + OFF_TARGET_KEYS:
+        if metrics.get(k) is not None:
+            print(f"{k:29s} {metrics[k]:8.3f}")
 
 
 def test_metrics(model, sources: list, per_criterion: int) -> dict:
@@ -114,9 +119,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", default="test", choices=["test", "val", "train"])
     ap.add_argument("--per-criterion", type=int, default=40, help="groups (3 pairs each) per criterion")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe-v1", action="store_true",
+                    help="in-distribution pairs from the recipe-1 edit families only (the 1.x test set)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="also score held-out edit FAMILIES (never in the training recipe) on the split's photos")
+    ap.add_argument("--per-family", type=int, default=24, help="held-out groups (3 clips) per family")
+    ap.add_argument("--photos", help="use every .jpg/.png in this folder for --heldout instead of the split")
+    ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.recipe_v1:
+        from service.training.data import V1_ONLY
+        V1_ONLY["on"] = True
     model, manifest = load_proxy(args.checkpoint)
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}")
@@ -125,14 +140,30 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     metrics = evaluate_groups(model, fixed_groups(sources, args.per_criterion, EVAL_SEED))
     print_report(metrics, f"{args.split} split ({time.time() - t0:.0f}s)")
+    out = {"split": args.split, "recipe_v1_only": args.recipe_v1, "metrics": metrics}
+    if args.heldout:
+        from service.training.heldout import HELDOUT_SEED, evaluate_heldout, heldout_groups, photo_sources, \
+            print_heldout
+        photos = photo_sources(args.photos) if args.photos else sources
+        t0 = time.time()
+        held = evaluate_heldout(model, heldout_groups(photos, args.per_family))
+        what = args.photos or f"{args.split} split"
+        print_heldout(held, f"held-out edit families on {what} ({len(photos)} photos, {time.time() - t0:.0f}s)")
+        out.update(heldout=held, heldout_photos=what, heldout_seed=HELDOUT_SEED)
     bench = bench_pair(model, threads=args.threads)
     print(f"\nlatency, one pair T=8 128x128, {bench['threads']} threads: median {bench['median_ms']} ms, "
           f"p90 {bench['p90_ms']} ms")
+    if args.json:
+        from pathlib import Path
+        Path(args.json).write_text(json.dumps({**out, "latency_pair_ms": bench, "version": manifest["version"],
+                                               "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
     if args.write_manifest and args.split == "test":
         mp = manifest_path(args.checkpoint)
         m = json.loads(mp.read_text())
         m["metrics"] = {"test": metrics, "per_criterion_groups": args.per_criterion, "eval_seed": EVAL_SEED,
                         "latency_pair_ms": bench}
+        if args.heldout and not args.photos:
+            m["metrics"]["heldout_families"] = {"per_family_groups": args.per_family, **out["heldout"]}
         mp.write_text(json.dumps(m, indent=2) + "\n")
         print(f"metrics written to {mp}")
 

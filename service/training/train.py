@@ -19,14 +19,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.model.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from service.model.checkpoint import DEFAULT_CHECKPOINT, TRAINED_VERSION, save_checkpoint
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
-            "seed": 1234, "val_per_criterion": 6, "test_per_criterion": 40}
+            "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
+            "off_target_dim": 0.25, "off_target_crit": 0.05}
 
 
 def seed_everything(seed: int) -> None:
@@ -36,23 +37,91 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor):
-    """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first."""
+DIM_OF_CRITERION = torch.tensor([DIMENSIONS.index(x) for x in CRITERION_DIMENSION])
+OFF_TARGET_MARGIN = 0.5  # |logit| below this (P in 0.38..0.62) is free: related criteria may co-move a little
+TEMPERATURE_RANGE = (0.25, 16.0)
+
+
+def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor,
+              off_dim: float = 0.0, off_crit: float = 0.0):
+    """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first.
+
+    BCE on the edited criterion's and its dimension's logit, plus (RED-Aes relative consistency) the two
+    sides differ in ONE edit only, so every other dimension and the criteria of other dimensions should
+    stay at 0: a squared hinge on those logits beyond OFF_TARGET_MARGIN, weighted off_dim / off_crit.
+    Criteria of the edited dimension are left free (blur and compression legitimately overlap)."""
     b, k = clips.shape[:2]
     emb = model.encode(clips.flatten(0, 1)).view(b, k, -1)
     i = torch.tensor([p[0] for p in GROUP_PAIRS])
     j = torch.tensor([p[1] for p in GROUP_PAIRS])
     ea, eb = emb[:, i], emb[:, j]  # [B, 3, D], better first
     ea, eb = torch.where(flip[..., None], eb, ea), torch.where(flip[..., None], ea, eb)
-    dim, cl = model.heads(ea.flatten(0, 1), eb.flatten(0, 1))
+    dim, cl = model.raw_heads(ea.flatten(0, 1), eb.flatten(0, 1))
     y = (~flip).float().flatten()  # 1 when A is the better side
     c = crit[:, None].expand(b, len(GROUP_PAIRS)).flatten()
-    d = torch.tensor([DIMENSIONS.index(x) for x in CRITERION_DIMENSION])[c]
+    d = DIM_OF_CRITERION[c]
     lc = cl.gather(1, c[:, None]).squeeze(1)
     ld = dim.gather(1, d[:, None]).squeeze(1)
     loss = F.binary_cross_entropy_with_logits(lc, y) + F.binary_cross_entropy_with_logits(ld, y)
+    if off_dim or off_crit:
+        other_d = torch.ones_like(dim).scatter_(1, d[:, None], 0.0)
+        other_c = (DIM_OF_CRITERION[None] != d[:, None]).float()  # criteria of the other dimensions
+        hinge = lambda x: F.relu(x.abs() - OFF_TARGET_MARGIN).square()  # noqa: E731
+        loss = loss + off_dim * (hinge(dim) * other_d).sum(1).mean() / 2 \
+            + off_crit * (hinge(cl) * other_c).sum(1).mean() / other_c.sum(1).mean()
     acc = ((ld > 0).float() == y).float().mean()
     return loss, acc
+
+
+@torch.inference_mode()
+def calibrate(model: AesRMProxy, groups: list) -> dict:
+    """Fit one temperature per dimension and per criterion (logit / T, then bounded as heads() does) by
+    minimum cross-entropy on validation pairs and store them in the model's buffers.
+
+    Targets: the edited dimension / criterion prefers the less-edited side (label 1); every OTHER dimension,
+    and the criteria of other dimensions, should be indifferent (label 0.5: the two sides differ in one
+    edit only). Fitting on both keeps a sharpening temperature from turning small off-target logits into
+    confident claims."""
+    from service.training.evaluate import embed_groups
+
+    emb = embed_groups(model, groups)
+    ea = torch.stack([emb[gi, i] for gi in range(len(groups)) for i, _ in GROUP_PAIRS])
+    eb = torch.stack([emb[gi, j] for gi in range(len(groups)) for _, j in GROUP_PAIRS])
+    dim, crit = (x.double().numpy() for x in model.raw_heads(ea, eb))
+    c = np.repeat([g[1] for g in groups], len(GROUP_PAIRS))
+    d = DIM_OF_CRITERION.numpy()[c]
+    b = model.config.bound or np.inf
+    grid = np.exp(np.linspace(*np.log(TEMPERATURE_RANGE), 97))
+
+    def fit(on: np.ndarray, off: np.ndarray) -> float:
+        if len(on) == 0:
+            return 1.0
+        best = (np.inf, 1.0)
+        for t in grid:
+            lo, lf = b * np.tanh(on / t / b), b * np.tanh(off / t / b)
+            ce = np.logaddexp(0, -lo).sum() + (0.5 * (np.logaddexp(0, -lf) + np.logaddexp(0, lf))).sum()
+            best = min(best, (ce / (len(on) + len(off)), float(t)))
+        return best[1]
+    td = [fit(dim[d == k, k], dim[d != k, k]) for k in range(len(DIMENSIONS))]
+    tc = [fit(crit[c == k, k], crit[d != DIM_OF_CRITERION[k].item(), k]) for k in range(len(CRITERIA))]
+    model.dim_temperature.copy_(torch.tensor(td))
+    model.crit_temperature.copy_(torch.tensor(tc))
+    return {"dimension": dict(zip(DIMENSIONS, [round(t, 3) for t in td])),
+            "criterion": dict(zip(CRITERIA, [round(t, 3) for t in tc])), "pairs": len(c),
+            "objective": "cross-entropy: edited dimension/criterion label 1, other dimensions label 0.5"}
+
+
+def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
+    from service.model.checkpoint import load_proxy
+
+    torch.set_num_threads(threads)
+    model, manifest = load_proxy(path)
+    val = fixed_groups([s for s in load_sources() if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
+    temps = calibrate(model, val)
+    manifest["training"]["calibration"] = temps
+    saved = save_checkpoint(model, path, {k: v for k, v in manifest.items()
+                                          if k not in ("checkpoint_file", "checkpoint_sha256", "calibrated")})
+    print(f"temperatures (fitted on val): {temps}\nsaved {path} sha256={saved['checkpoint_sha256'][:12]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="data worker processes (output is identical)")
     ap.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
+    ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
+                    help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
+    if args.calibrate_only:
+        return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
@@ -72,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
 
     model = AesRMProxy(ProxyConfig())
+    if args.init:
+        blob = torch.load(args.init, map_location="cpu", weights_only=True)
+        missing = model.load_state_dict(blob["state_dict"], strict=False)
+        print(f"initialised from {args.init} ({missing})", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     total = args.epochs * args.steps_per_epoch
     warm = max(1, total // 20)
@@ -87,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         t0, losses, accs = time.time(), [], []
         for clips, crit in dl:
             flip = torch.rand(clips.shape[0], len(GROUP_PAIRS), generator=flip_gen) < 0.5
-            loss, acc = pair_loss(model, clips, crit, flip)
+            loss, acc = pair_loss(model, clips, crit, flip, args.off_target_dim, args.off_target_crit)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -108,24 +186,27 @@ def main(argv: list[str] | None = None) -> None:
         best = max(best, val["dimension_mean"])
         torch.save(model.state_dict(), cache_dir() / "aesrm-proxy.partial.pt")  # for an interrupted run
     model.eval()
+    temps = calibrate(model, val_groups)
+    print(f"temperatures (fitted on val): {temps}", flush=True)
     duration = time.time() - t_start
     print("evaluating on held-out test sources ...", flush=True)
-    test = test_metrics(model, sources, args.test_per_criterion)
+    test = test_metrics(model, sources, args.test_per_criterion) if args.test_per_criterion else {}
     manifest = {
-        "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
+        "version": TRAINED_VERSION, "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
         "metrics": {"test": test, "per_criterion_groups": args.test_per_criterion, "eval_seed": EVAL_SEED},
         "training": {"command": "aesrm-train " + " ".join(argv if argv is not None else sys.argv[1:]),
                      **{k: getattr(args, k) for k in DEFAULTS}, "steps": total,
                      "pairs_seen": total * args.batch_groups * len(GROUP_PAIRS),
                      "duration_s": round(duration, 1), "best_val_dimension_mean": best,
-                     "selection": "final epoch", "history": history,
+                     "selection": "final epoch", "history": history, "calibration": temps,
                      "torch": torch.__version__, "threads": args.threads},
         "sources": sources_manifest(sources), "recipe": RECIPE,
         "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),
     }
     saved = save_checkpoint(model, args.out, manifest)
     from service.training.evaluate import print_report
-    print_report(test, "test split")
+    if test:
+        print_report(test, "test split")
     print(f"saved {args.out} sha256={saved['checkpoint_sha256'][:12]} in {duration:.0f}s")
 
 

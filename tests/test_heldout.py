@@ -1,0 +1,75 @@
+"""The held-out-family harness (service.training.heldout): its families are real, graded, disjoint from the
+training recipe, and its metrics (off-target strong moves, calibration error) compute what they claim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from service.model.checkpoint import load_proxy
+from service.model.network import DIMENSIONS
+from service.training import heldout
+from service.training.data import CRITERIA, RECIPE
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def _source(name: str) -> SimpleNamespace:
+    with av.open(str(ASSETS / f"{name}.jpg")) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    return SimpleNamespace(id=name, levels=[img, img])
+
+
+def test_heldout_families_are_not_in_the_training_recipe():
+    trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
+    assert not set(heldout.FAMILIES) & trained
+    assert set(heldout.FAMILIES.values()) == set(DIMENSIONS)
+    assert all(sum(d == k for d in heldout.FAMILIES.values()) >= 5 for k in DIMENSIONS)
+
+
+@pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
+def test_every_family_changes_the_clip_and_is_seeded(family):
+    torch.set_num_threads(1)
+    src = [_source("rocket")]
+    a = heldout.heldout_groups(src, 1, families=(family,))[0]
+    b = heldout.heldout_groups(src, 1, families=(family,))[0]
+    clips, fam, st = a
+    assert fam == family and st[0] == 0.0 < st[1] < st[2] and np.array_equal(clips, b[0])
+    assert clips.shape == (3, 8, 128, 128, 3) and clips.dtype == np.uint8
+    diff = np.abs(clips.astype(np.int16) - clips[0].astype(np.int16)).mean(axis=(1, 2, 3, 4))
+    assert diff[1] > 0.1 and diff[2] > 0.1, diff
+    if family in heldout.GRADED and family not in ("dropped_frames", "frame_shuffle"):  # index edits: steps
+        assert diff[2] > diff[1], diff
+
+
+def test_off_target_strong_move_is_a_non_edited_dimension_outside_0_2_to_0_8():
+    rec = heldout.pair_record(torch.tensor([3.0, 1.0, -1.0]), "VA")  # off-target P = 0.73 and 0.27
+    assert rec["ok"] and not rec["off_strong"] and not rec["off_backwards"]
+    rec = heldout.pair_record(torch.tensor([3.0, 2.0, 0.0]), "VA")  # VF P = 0.88: strong, not backwards
+    assert rec["off_strong"] and not rec["off_backwards"]
+    rec = heldout.pair_record(torch.tensor([-0.5, 0.0, -2.0]), "VF")  # VP favours the worse side strongly
+    assert not rec["ok"] and rec["off_strong"] and rec["off_backwards"]
+
+
+def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy():
+    calibrated = [(0.9, i < 9) for i in range(10)] * 10
+    assert heldout.ece(calibrated) == pytest.approx(0.0, abs=1e-9)
+    overconfident = [(0.95, i < 6) for i in range(10)]
+    assert heldout.ece(overconfident) == pytest.approx(0.35)
+
+
+def test_evaluate_heldout_scores_the_shipped_checkpoint_per_family_and_dimension():
+    torch.set_num_threads(1)
+    model, _ = load_proxy()
+    groups = heldout.heldout_groups([_source("chelsea")], 2, families=("vignette", "jump_cut"))
+    m = heldout.evaluate_heldout(model, groups)
+    assert m["families"]["vignette"]["pairs"] == 2 * 3 and m["families"]["jump_cut"]["pairs"] == 2 * 2
+    assert m["dimensions"]["VA"]["pairs"] == 6 and m["dimensions"]["VP"]["pairs"] == 4
+    assert m["dimensions"]["VF"]["pairs"] == 0 and m["all"]["pairs"] == 10
+    for k in ("accuracy", "overall_accuracy", "off_target_strong", "off_target_backwards", "ece"):
+        assert 0.0 <= m["all"][k] <= 1.0

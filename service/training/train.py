@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.model.checkpoint import DEFAULT_CHECKPOINT, TRAINED_VERSION, save_checkpoint
+from service.model.checkpoint import TRAINED_VERSION, save_checkpoint
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="data worker processes (output is identical)")
-    ap.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    ap.add_argument("--out", default=str(cache_dir() / "candidates" / f"aesrm-proxy-{TRAINED_VERSION}.pt"),
+                    help="where the checkpoint goes; shipping it (service/model/checkpoints/) is a separate, "
+                         "reviewed step: the shipped model and the Triton configs must change together")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")

@@ -70,6 +70,7 @@ class ScorerBackend(Protocol):
     """
 
     name: str
+    remote: bool  # the model runs in another process (Triton): its outage must not make the gateway unready
 
     async def start(self) -> None: ...
 

@@ -21,6 +21,7 @@ from service.metrics import Metrics
 
 class FakeBackend:
     name = "fake"
+    remote = False
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None, work_ms: float = 5.0) -> None:
         self._work_s = work_ms / 1000.0
@@ -60,7 +61,7 @@ class DelayedBackend:
 
     def __init__(self, inner, delay_s: float) -> None:
         self.inner, self.delay_s = inner, delay_s
-        self.name = f"delayed-{inner.name}"
+        self.name, self.remote = f"delayed-{inner.name}", inner.remote
         self.calls = self.cancelled = 0
 
     async def start(self) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 
+import httpx
+
+from service.client import AsyncAesRMClient
 from service.metrics import CACHE_RESULTS, EXPLAIN_OUTCOMES, error_codes
 from tests.conftest import free_port, metric_value, running_app, test_settings
 
@@ -24,10 +27,12 @@ async def test_triton_outage_keeps_the_gateway_ready_and_answers_503_per_request
     # A real tritonclient gRPC channel to a port where no Triton listens: the outage as the gateway sees it.
     s = test_settings(backend="triton", triton_url=f"127.0.0.1:{free_port()}", triton_timeout_s=0.5,
                       triton_retries=0)
-    async with running_app(s) as (client, _):
+    async with running_app(s) as (client, app):
         ready = await client.get("/health/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json() == {"status": "ready", "backend": "triton", "backend_ready": False}
+        async with AsyncAesRMClient("http://gw", transport=httpx.ASGITransport(app=app)) as sdk:
+            assert await sdk.ready() is False  # the SDK asks "can I score now?", not "is the gateway up?"
         r = await client.post("/v1/pair", json={"a": _b64(clips["clean"]), "b": _b64(clips["noisy"])})
         assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable", r.text
         assert int(r.headers["Retry-After"]) >= 1

@@ -24,7 +24,7 @@ def backend_is_remote(engine: Engine) -> bool:
     """The model runs in another process (Triton). Its outage is answered per request with 503 + Retry-After
     and shown by aesrm_backend_ready; it must not make the gateway unready, or every replica leaves its
     Service at once and clients get connection errors instead."""
-    return bool(getattr(engine.backend, "remote", engine.backend.name == "triton"))
+    return bool(getattr(engine.backend, "remote", False))
 
 
 @router.get("/health/ready", tags=["health"], dependencies=[Depends(require_key_for_health)])

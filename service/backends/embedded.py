@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 class EmbeddedBackend:
     name = "embedded"
+    remote = False
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings, self._metrics = settings, metrics

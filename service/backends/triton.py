@@ -115,6 +115,7 @@ class _ShmPool:
 
 class TritonBackend:
     name = "triton"
+    remote = True
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self._s, self._metrics = settings, metrics

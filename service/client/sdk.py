@@ -261,8 +261,9 @@ class AesRMClient:
         return ModelInfo.model_validate(self._call("GET", "/v1/model").json())
 
     def ready(self) -> bool:
+        """True when the server can score now: gateway ready and its backend (e.g. Triton) ready too."""
         try:
-            return self._http.get("/health/ready").status_code == 200
+            return _scoring_ready(self._http.get("/health/ready"))
         except httpx.TransportError:
             return False
 
@@ -351,8 +352,9 @@ class AsyncAesRMClient:
         return ModelInfo.model_validate((await self._call("GET", "/v1/model")).json())
 
     async def ready(self) -> bool:
+        """True when the server can score now: gateway ready and its backend (e.g. Triton) ready too."""
         try:
-            return (await self._http.get("/health/ready")).status_code == 200
+            return _scoring_ready(await self._http.get("/health/ready"))
         except httpx.TransportError:
             return False
 
@@ -386,3 +388,14 @@ class AsyncAesRMClient:
                 raise AesRMError("client_timeout", 0, f"explanation {job_id} not done in {timeout}s")
             await asyncio.sleep(poll_s)
         return job
+
+
+def _scoring_ready(r: httpx.Response) -> bool:
+    """/health/ready is 200 while a gateway can take traffic even if its remote backend is down (it then
+    answers 503 per request); `backend_ready` in the body says whether scoring would succeed now."""
+    if r.status_code != 200:
+        return False
+    try:
+        return bool(r.json().get("backend_ready", True))
+    except ValueError:
+        return True

@@ -10,12 +10,13 @@ import pytest
 
 from service.engine.aggregate import sigmoid
 from service.contract import PairLogits
-from tests.conftest import metric_value, running_app, test_settings
+from tests.conftest import fresh_redis_db, metric_value, running_app, test_settings
 
 
 @pytest.fixture(scope="module")
 async def api(redis_url):
-    async with running_app(test_settings(redis_url=redis_url)) as (client, app):
+    # its own emptied Redis db: the assertions below need cache misses, whatever ran before
+    async with running_app(test_settings(redis_url=fresh_redis_db(redis_url, 2))) as (client, app):
         yield client, app
 
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +17,8 @@ from service.client import AesRMClient, AesRMError, AsyncAesRMClient, RetryPolic
 from service.client.grpo import group_rewards
 from service.client.trainers import AesRMReward
 from service.schemas import GroupResponse, PairResponse
-from tests.conftest import free_port, running_app, test_settings
+from tests.conftest import running_app, test_settings
+from tests.server_process import gateway
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "service/model/checkpoints/aesrm-proxy-v1.pt"
 UNTRAINED = not CHECKPOINT.exists()  # until the trained checkpoint lands: run untrained, assert no quality
@@ -28,33 +27,13 @@ UNTRAINED = not CHECKPOINT.exists()  # until the trained checkpoint lands: run u
 @contextlib.contextmanager
 def serve(redis_url: str | None = None, **env_overrides: str):
     """A real `python -m service.api.app` on a free port; yields its base URL (shared by test_cli/test_web)."""
-    port = free_port()
-    env = dict(os.environ, AESRM_PORT=str(port), AESRM_MAX_BATCH_WAIT_MS="1", **env_overrides)
+    env = dict(env_overrides)
     if redis_url:
         env["AESRM_REDIS_URL"] = redis_url
     if UNTRAINED:
         env["AESRM_ALLOW_UNTRAINED"] = "true"
-    proc = subprocess.Popen([sys.executable, "-m", "service.api.app"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                pytest.fail(proc.stdout.read().decode()[-3000:])
-            if time.time() > deadline:
-                pytest.fail("server did not become ready")
-            time.sleep(0.2)
+    with tempfile.TemporaryDirectory() as logs, gateway(Path(logs), **env) as (base, _, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -42,18 +42,7 @@ def _grey_ramp(n: int, step: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def _x264_with_b_frames(frames: np.ndarray, gop: int, fps: int = 24) -> bytes:
     """libx264 `veryfast`: B-frames with b-pyramid, as typical generator output is encoded."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        st.codec_context.gop_size = gop
-        st.options = {"preset": "veryfast", "crf": "18", "threads": "1"}
-        for rgb in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
-    return buf.getvalue()
+    return encode(frames, "h264", fps, gop=gop, options={"preset": "veryfast", "crf": "18", "threads": "1"})
 
 
 def _frame_indices(out: np.ndarray, step: int) -> np.ndarray:

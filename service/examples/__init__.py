@@ -67,8 +67,10 @@ _FORMATS = {"h264": ("mp4", "libx264"), "vp9": ("webm", "libvpx-vp9"), "av1": ("
 
 
 def encode(frames: np.ndarray, codec: str = "h264", fps: int = 24, gop: int | None = None,
-           rotation: int | None = None, pts_jitter: bool = False, pix_fmt: str = "yuv420p") -> bytes:
-    """Encode RGB frames to a real container in memory. `pts_jitter` makes the frame rate variable."""
+           rotation: int | None = None, pts_jitter: bool = False, pix_fmt: str = "yuv420p",
+           options: dict[str, str] | None = None) -> bytes:
+    """Encode RGB frames to a real container in memory. `pts_jitter` makes the frame rate variable;
+    `options` replaces the encoder's defaults (e.g. libx264 `veryfast` for B-frames, as generators encode)."""
     fmt, encoder = _FORMATS[codec]
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska" if fmt == "mkv" else fmt) as out:
@@ -86,6 +88,8 @@ def encode(frames: np.ndarray, codec: str = "h264", fps: int = 24, gop: int | No
             stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "32", "b:v": "0"}
         elif encoder == "libsvtav1":
             stream.options = {"preset": "12", "crf": "35"}
+        if options is not None:
+            stream.options = options
         if rotation is not None:
             stream.set_display_rotation(rotation)
         rng = np.random.default_rng(0)

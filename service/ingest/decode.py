@@ -205,14 +205,8 @@ def _pick_frames(container, stream, tb, targets, limits, stats, item, done: int 
         if decoder is None or _should_seek(keyframes, current_t, target):
             decoder = _seek_decoder(container, stream, tb, target, stats)
             current, current_t = None, -float("inf")
-        while current is None or current_t < target - 1e-6:
-            frame = next(decoder, None)
-            if frame is None:
-                break
-            _count_decoded(stats, limits, item, frame, done + len(picked), total)
-            current = frame
-            t = _frame_time(frame, tb)
-            current_t = t if t is not None else current_t + 1e-3
+        current, current_t = _walk_to(decoder, target, current, current_t, tb,
+                                      lambda f: _count_decoded(stats, limits, item, f, done + len(picked), total))
         if current is None:  # seek landed past the end: fall back to the previous pick
             if picked:
                 picked.append(picked[-1])
@@ -258,14 +252,8 @@ def _pick_segments(container, stream, tb, start, duration, frames, limits, stats
         if decoder is None or _should_seek(keyframes, current_t, target):
             decoder = _seek_decoder(container, stream, tb, target, stats)
             current, current_t = None, -float("inf")
-        while current is None or current_t < target - 1e-6:
-            frame = next(decoder, None)
-            if frame is None:
-                break
-            _count_decoded(stats, limits, item, frame, len(picked), frames)
-            current = frame
-            t = _frame_time(frame, tb)
-            current_t = t if t is not None else current_t + 1e-3
+        current, current_t = _walk_to(decoder, target, current, current_t, tb,
+                                      lambda f: _count_decoded(stats, limits, item, f, len(picked), frames))
         if current is not None and current_t < seg_end - 1e-6:
             picked.append(current)
             continue
@@ -282,6 +270,19 @@ def _pick_segments(container, stream, tb, start, duration, frames, limits, stats
         elif picked:
             picked.append(picked[-1])
     return picked
+
+
+def _walk_to(decoder, target: float, current, current_t: float, tb, count) -> tuple:
+    """Decode forward until a frame at or after `target` (or the end): (last frame, its time)."""
+    while current is None or current_t < target - 1e-6:
+        frame = next(decoder, None)
+        if frame is None:
+            break
+        count(frame)
+        current = frame
+        t = _frame_time(frame, tb)
+        current_t = t if t is not None else current_t + 1e-3
+    return current, current_t
 
 
 def _count_decoded(stats: DecodeStats, limits: DecodeLimits, item, frame, done: int, total: int) -> None:

@@ -163,14 +163,16 @@ class AesRMProxy(nn.Module):
         return self.embed(pooled)
 
     def raw_heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Bounded but uncalibrated (dimension logits [P, 3], criterion logits [P, C]): what training sees."""
-        b = self.config.bound
-        crit = soft_bound((emb_a - emb_b) @ self.criterion_w.t(), b)
-        return soft_bound(crit @ self.dimension_weights().t(), b), crit
+        """Unbounded, uncalibrated (dimension logits [P, 3], criterion logits [P, C]): what training sees.
+        A dimension combines its criteria's raw logits, so a criterion that is sure (noise on a noise pair)
+        can outweigh one that is mildly fooled (sharpness reads noise as detail); bounding each criterion
+        first (2.0.0rc1) made them equal votes and cost VF 8 points."""
+        crit = (emb_a - emb_b) @ self.criterion_w.t()
+        return crit @ self.dimension_weights().t(), crit
 
     def heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings [P, D] x2 -> calibrated (dimension logits [P, 3] VA/VF/VP, criterion logits [P, C]):
-        logit / temperature, bounded again so that a sharpening temperature (< 1) cannot undo the bound."""
+        """Embeddings [P, D] x2 -> calibrated, bounded (dimension logits [P, 3] VA/VF/VP, criterion logits
+        [P, C]): soft_bound(logit / temperature). Identity for the unbounded 1.x checkpoints."""
         dim, crit = self.raw_heads(emb_a, emb_b)
         b = self.config.bound
         return soft_bound(dim / self.dim_temperature, b), soft_bound(crit / self.crit_temperature, b)

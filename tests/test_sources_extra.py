@@ -26,10 +26,14 @@ def test_catalogue_entries_complete_and_not_reserved():
         assert p.member.lower().endswith((".jpg", ".png", ".dat")), p
 
 
-def test_extra_photos_are_train_only():
-    split = _split_of([p.id for p in EXTRA_PHOTOS])
-    assert set(split.values()) == {"train"}
-    assert not {p.id for p in EXTRA_PHOTOS} & (set(TEST_SOURCES) | set(VAL_SOURCES))
+def test_split_is_fixed_by_name():
+    """Test and val sources exist in the catalogues; everything else, including any photo added later, is train."""
+    ids = [p.id for p in EXTRA_PHOTOS] + [f"plasma/{n}" for n in PLASMA_PHOTOS] + \
+        [f"skimage/{n.rsplit('.', 1)[0]}" for n in SKIMAGE_PHOTOS]
+    split = _split_of(ids + ["newpkg/new-photo"])
+    assert {i for i, s in split.items() if s == "test"} == set(TEST_SOURCES) and len(TEST_SOURCES) == 8
+    assert {i for i, s in split.items() if s == "val"} == set(VAL_SOURCES) and len(VAL_SOURCES) == 4
+    assert split["newpkg/new-photo"] == "train"
 
 
 def test_recipe_uses_them_and_1x_set_still_reachable():

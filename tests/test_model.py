@@ -78,18 +78,15 @@ def test_contract_shapes(proxy):
     assert (wts >= 0).all()
     for d, row in zip(DIMENSIONS, wts):
         assert all(float(x) == 0.0 for x, cd in zip(row, CRITERION_DIMENSION) if cd != d)
-    # from 2.0.0: soft-bounded criterion logits, their soft-bounded combination, then divided by the
-    # validation-fitted temperatures and bounded again
+    # from 2.0.0: dimensions combine the raw criterion logits; each output is divided by its
+    # validation-fitted temperature and soft-bounded
     bound = model.config.bound
     with torch.inference_mode():
         raw = (emb[:2] - emb[2:]) @ model.criterion_w.t()
+    comb = raw @ wts.t()
     if bound:
-        raw = bound * torch.tanh(raw / bound)
-        comb = bound * torch.tanh(raw @ wts.t() / bound)
         raw = bound * torch.tanh(raw / model.crit_temperature / bound)
         comb = bound * torch.tanh(comb / model.dim_temperature / bound)
-    else:
-        comb = raw @ wts.t()
     assert torch.allclose(crit, raw, atol=1e-4) and torch.allclose(dim, comb, atol=1e-4)
 
 

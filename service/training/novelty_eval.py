@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fit or not model.has_novelty:
         model = with_novelty_buffers(model)
         groups = novelty_groups(sources, *([args.fit_per_criterion] if args.fit_per_criterion else []))
-        fit = fit_novelty(model, groups)
+        fit = fit_novelty(model, groups, f"train split, {len(groups)} groups (novelty_groups)")
         print(f"fitted: {fit}", flush=True)
     out = {"checkpoint": f"{manifest['version']} {manifest['checkpoint_sha256'][:12]}", "fit": fit,
            **separation(model, sources, args.per_criterion, args.per_family)}

@@ -121,13 +121,14 @@ def calibrate(model: AesRMProxy, groups: list) -> dict:
 
 
 NOVELTY_PER_CRITERION = 8  # train-split groups per criterion for the novelty statistics (96 groups, 288 clips)
+NOVELTY_DATA = f"fixed_groups(train split, {NOVELTY_PER_CRITERION} per criterion, EVAL_SEED + 2)"
 NOVELTY_QUANTILE = 0.99  # novelty 1.0 = this quantile of the training clips' whitened distance
 NOVELTY_STD_FLOOR = 0.05  # per-dimension std floored at 5% of the median std: a near-constant embedding
 # coordinate would otherwise get a huge weight and make the distance a noise detector for that coordinate
 
 
 @torch.inference_mode()
-def fit_novelty(model: AesRMProxy, groups: list) -> dict:
+def fit_novelty(model: AesRMProxy, groups: list, data: str = "") -> dict:
     """Fit the novelty statistics (center, 1/std per embedding coordinate, 99th-percentile reference) on
     the embeddings of fresh renders of TRAIN-split photos (every clip of every group: unedited and edited
     at all strengths, i.e. what the encoder was trained on) and store them in the model's buffers.
@@ -155,7 +156,7 @@ def fit_novelty(model: AesRMProxy, groups: list) -> dict:
     return {"clips": int(len(emb)), "groups": len(groups), "quantile": NOVELTY_QUANTILE,
             "std_floor": NOVELTY_STD_FLOOR, "ref_distance": round(ref, 4),
             "train_novelty": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": round(float(nov.max()), 4)},
-            "data": "fixed_groups(train split, %d per criterion, EVAL_SEED + 2)" % (len(groups) // len(CRITERIA))}
+            "data": data}
 
 
 def novelty_groups(sources: list, per_criterion: int = NOVELTY_PER_CRITERION) -> list:
@@ -174,7 +175,7 @@ def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
     manifest["training"]["calibration"] = temps
     model = with_novelty_buffers(model)  # a checkpoint written before them gains the buffers (config too)
     manifest["config"] = model.config.to_dict()
-    manifest["training"]["novelty"] = fit_novelty(model, novelty_groups(sources))
+    manifest["training"]["novelty"] = fit_novelty(model, novelty_groups(sources), NOVELTY_DATA)
     print(f"novelty statistics (fitted on train renders): {manifest['training']['novelty']}")
     saved = save_checkpoint(model, path, {k: v for k, v in manifest.items()
                                           if k not in ("checkpoint_file", "checkpoint_sha256", "calibrated",
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     temps = calibrate(model, val_groups)
     print(f"temperatures (fitted on val): {temps}", flush=True)
-    novelty = fit_novelty(model, novelty_groups(sources))
+    novelty = fit_novelty(model, novelty_groups(sources), NOVELTY_DATA)
     print(f"novelty statistics (fitted on train renders): {novelty}", flush=True)
     duration = time.time() - t_start
     print("evaluating on held-out test sources ...", flush=True)

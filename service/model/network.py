@@ -41,7 +41,8 @@ class ProxyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
-        d = {"orientation": False, "bound": 0.0, "novelty": False, **d}  # checkpoints written before a field existed lack it
+        # checkpoints written before a field existed lack it: they rebuild the architecture they were saved with
+        d = {"orientation": False, "bound": 0.0, "novelty": False, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

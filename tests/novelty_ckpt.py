@@ -1,7 +1,8 @@
 """A real checkpoint with fitted novelty statistics for tests: the shipped weights (or the seed-0 untrained
 proxy before a checkpoint exists) plus training's fit_novelty on real photo pans (service.examples),
 saved by the real save_checkpoint. Fitting on 3 photos x 4 degradations keeps it to ~2 s on one thread;
-a flat grey or checkerboard clip is then far outside (novelty > 1), a pan of the same photos is inside."""
+a flat grey or checkerboard clip is then far outside (novelty > 1), a pan of the same photos is inside.
+(With the real train-split statistics of 1.1.0 they are not: service/model/README.md "Novelty".)"""
 
 from __future__ import annotations
 

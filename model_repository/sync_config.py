@@ -8,6 +8,8 @@ config disagrees with the checkpoint. After retraining, run this instead of hand
     .venv/bin/python model_repository/sync_config.py --untrained --repo /tmp/repo   # tests: random init
 
 Writes aesrm_proxy/config.pbtxt, aesrm_proxy/configs/gpu.pbtxt (KIND_GPU) and aesrm_proxy_trt/config.pbtxt.
+The optional `novelty` output ([2]: side a, side b) is declared exactly when the checkpoint has fitted novelty
+statistics (manifest "novelty"); the gateway requests it only when it is declared.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def manifest_params(manifest: dict, checkpoint: str, seed: int = 0) -> dict[str,
          "checkpoint": checkpoint if trained else "",
          "checkpoint_sha256": str(manifest.get("checkpoint_sha256", "")) if trained else "",
          "criteria": ",".join(manifest["criteria"]),
-         "criterion_dimension": ",".join(manifest["criterion_dimension"])}
+         "criterion_dimension": ",".join(manifest["criterion_dimension"]),
+         "calibrated": str(bool(manifest.get("calibrated", False)) and trained).lower()}
     if not trained:
         p["seed"] = str(seed)
     return p
@@ -45,7 +48,19 @@ def apply(text: str, params: dict[str, str], manifest: dict, extra: dict[str, st
     fdims = f'{manifest["frames"]}, {manifest["height"]}, {manifest["width"]}, 3'
     text = re.sub(r'(name: "frames_[ab]" data_type: TYPE_UINT8 dims: \[ )[^\]]*( \])', rf"\g<1>{fdims}\2", text)
     n = len(manifest["criteria"])
-    return re.sub(r'(name: "criterion_logits" data_type: TYPE_FP32 dims: \[ )[^\]]*( \])', rf"\g<1>{n}\2", text)
+    text = re.sub(r'(name: "criterion_logits" data_type: TYPE_FP32 dims: \[ )[^\]]*( \])', rf"\g<1>{n}\2", text)
+    return novelty_output(text, bool(manifest.get("novelty", False)))
+
+
+NOVELTY_LINE = '  { name: "novelty" data_type: TYPE_FP32 dims: [ 2 ] }'
+
+
+def novelty_output(text: str, on: bool) -> str:
+    """Declare (after criterion_logits) or remove the optional novelty output."""
+    text = re.sub(r',\n' + re.escape(NOVELTY_LINE) + r'(?=\n)', "", text)
+    if on:
+        text = re.sub(r'(\n  \{ name: "criterion_logits"[^\n]*\})', lambda m: m.group(1) + ",\n" + NOVELTY_LINE, text)
+    return text
 
 
 def gpu_variant(text: str) -> str:

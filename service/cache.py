@@ -2,7 +2,9 @@
 
 Keys are canonical in pair order: (A, B) and (B, A) share one entry holding the logits of the canonical
 order ("fwd": lo vs hi) and, when it was asked, of the reversed order ("rev": hi vs lo). A request in
-either order is answered from it, flipping signs where needed. If Redis fails, scoring goes on without
+either order is answered from it, flipping signs where needed. A model with a novelty signal also stores
+"nov" ([novelty of lo, novelty of hi]); its entries without it count as misses (engine/pipeline._from_entry),
+so a cache hit carries the same novelty a miss would. If Redis fails, scoring goes on without
 the cache (counted as errors, then bypasses) and redis-py reconnects on a later call.
 """
 

@@ -269,7 +269,7 @@ def _print_explanation(info, name_a: str, name_b: str) -> None:
         console.print(f"[bold red]explanation {info.status}[/] {msg}")
         raise typer.Exit(1)
     r = info.result
-    label = {"A": name_a, "B": name_b, "tie": "tie"}
+    label = {"A": name_a, "B": name_b, "tie": "tie", "withheld": "withheld (out of distribution)"}
     t = Table(title=f"{name_a} (A) vs {name_b} (B) - source: {r.source}")
     for col in ("", "verdict", "confidence", "P(A>B)"):
         t.add_column(col)

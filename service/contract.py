@@ -15,6 +15,10 @@ import numpy as np
 DIMENSIONS: tuple[str, ...] = ("VA", "VF", "VP")
 """Visual Aesthetics, Visual Fidelity, Visual Plausibility - the order of the logits axis."""
 
+NOVELTY_THRESHOLD = 1.0
+"""Novelty above this: the video is farther from the training distribution than 99% of training clips
+(AesRMProxy.novelty is normalised so); verdicts about it are not trusted (service/explain/README.md)."""
+
 
 @dataclass(frozen=True)
 class ModelContract:
@@ -31,6 +35,8 @@ class ModelContract:
     checkpoint: str = ""  # which weights produced the scores (file name + sha prefix)
     trained: bool = True  # False: architecture with untrained weights, never a real score
     antisymmetric: bool = False  # True when swapping A and B flips the logits exactly
+    novelty: bool = False  # the model returns a per-video out-of-distribution signal (PairLogits.novelty)
+    calibrated: bool = False  # logits are temperature-calibrated (proxy >= 2.0.0): sigmoid is a probability
 
     @property
     def sampling_key(self) -> str:
@@ -53,11 +59,14 @@ class BackendTiming:
 
 @dataclass
 class PairLogits:
-    """Backend output for P pairs: dimension logits [P, D] and optional criterion logits [P, C]."""
+    """Backend output for P pairs: dimension logits [P, D], optional criterion logits [P, C] and optional
+    novelty [P, 2] (side a, side b): each video's distance from the model's training distribution, ~<= 1 in
+    distribution (AesRMProxy.novelty). None when the model has no such signal, never a stand-in value."""
 
     dimension: np.ndarray
     criteria: np.ndarray | None = None
     timing: BackendTiming = field(default_factory=BackendTiming)
+    novelty: np.ndarray | None = None
 
 
 @runtime_checkable

@@ -112,12 +112,26 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+class Novelty(BaseModel):
+    """How far each video is from the clips the model was trained on (distance of its embedding from the
+    training distribution, normalised so 1.0 = the 99th percentile of training clips). Out of distribution
+    (max > threshold) means the model's judgement of the pair is extrapolation, not knowledge."""
+
+    a: float = Field(..., ge=0, description="Novelty of video A.")
+    b: float = Field(..., ge=0, description="Novelty of video B.")
+    max: float = Field(..., ge=0)
+    threshold: float = Field(..., description="max above this = out of distribution.")
+    in_distribution: bool
+
+
 class PairResponse(BaseModel):
     preference: DimensionScores = Field(..., description="P(A preferred over B) per dimension.")
     logits: DimensionScores = Field(..., description="Position-debiased logits (positive = A).")
     criteria: dict[str, float] | None = Field(None, description="P(A>B) per fine-grained criterion.")
     order_disagreement: DimensionScores | None = Field(
         None, description="|P_AB - (1 - P_BA)| per dimension; null in single-order mode.")
+    novelty: Novelty | None = Field(
+        None, description="Per-video out-of-distribution signal; null when the model has none (e.g. proxy 1.1.0).")
     both_orders: bool
     cache: Literal["hit", "miss"]
     model: ModelInfo

@@ -128,9 +128,14 @@ async def test_submit_poll_sse_and_result(api, clips):
         assert v["p_a"] == pytest.approx(pair["preference"][dim], abs=1e-6)
         _check_verdict(v, band)
     assert res["overall"]["p_a"] == pytest.approx(pair["preference"]["overall"], abs=1e-6)
+    assert res["novelty"] == pair["novelty"]  # null for a model without the signal (1.1.0)
+    ood = res["novelty"] is not None and not res["novelty"]["in_distribution"]
     for c in res["criteria"]:
         assert c["p_a"] == pytest.approx(pair["criteria"][c["name"]], abs=1e-6)
-        _check_verdict(c, band)
+        if ood:  # withheld out of distribution (tests/test_novelty.py); numbers still equal /v1/pair's
+            assert c["verdict"] == "withheld" and c["confidence"] == 0
+        else:
+            _check_verdict(c, band)
 
 
 def _check_verdict(v: dict, band: float) -> None:

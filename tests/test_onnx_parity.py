@@ -38,3 +38,29 @@ def test_onnx_parity(tmp_path):
         assert dim.shape == (batch, 3) and crit.shape == (batch, len(model.config.criteria))
         assert np.abs(dim - tdim.numpy()).max() < 1e-4
         assert np.abs(crit - tcrit.numpy()).max() < 1e-4
+
+
+def test_onnx_parity_with_the_novelty_output(tmp_path):
+    """A checkpoint with fitted novelty statistics exports a third output `novelty` [B, 2] (side a, side b)
+    that matches PyTorch, alongside unchanged logits."""
+    from service.training.export_onnx import NOVELTY_OUTPUT
+    from tests.novelty_ckpt import fitted_checkpoint
+
+    ckpt = fitted_checkpoint(tmp_path)
+    out = tmp_path / "novelty.onnx"
+    export_main(["--checkpoint", str(ckpt), "--out", str(out)])
+    names = OUTPUT_NAMES + [NOVELTY_OUTPUT]
+    assert json.loads(out.with_suffix(".json").read_text())["onnx_outputs"] == names
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == names
+    model, _ = load_proxy(ckpt)
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        a = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
+        b = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
+        got = sess.run(names, {"frames_a": a, "frames_b": b})
+        with torch.inference_mode():
+            want = [t.numpy() for t in model.forward_with_novelty(torch.from_numpy(a), torch.from_numpy(b))]
+        assert got[2].shape == (batch, 2) and (got[2] > 0).all()
+        for g, w in zip(got, want):
+            assert np.abs(g - w).max() < 1e-4 * max(1.0, float(np.abs(w).max()))

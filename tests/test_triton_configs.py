@@ -99,3 +99,30 @@ def test_launcher_cli_prints_the_recipe():
                          check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
     assert "LD_LIBRARY_PATH=" in out and "--grpc-port=18001" in out and "--load-model=aesrm_proxy" in out
     assert "--model-control-mode=explicit" in out and "--backend-directory=" in out
+
+
+def test_sync_config_declares_novelty_only_for_a_checkpoint_that_has_it(tmp_path):
+    """The optional `novelty` output [2] is declared in all three variants exactly when the checkpoint has
+    fitted statistics, and disappears again when synced back to one without (the shipped 1.1.0)."""
+    import shutil
+
+    from tests.novelty_ckpt import fitted_checkpoint
+
+    ckpt = fitted_checkpoint(tmp_path)
+    for name in ("aesrm_proxy", "aesrm_proxy_trt"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "1"))
+    paths = (tmp_path / "aesrm_proxy" / "config.pbtxt", tmp_path / "aesrm_proxy" / "configs" / "gpu.pbtxt",
+             tmp_path / "aesrm_proxy_trt" / "config.pbtxt")
+    sync = [sys.executable, str(REPO / "sync_config.py"), "--repo", str(tmp_path)]
+    for _ in range(2):  # idempotent: syncing twice declares it once
+        subprocess.run(sync + ["--checkpoint", str(ckpt)], check=True, cwd=REPO_ROOT, capture_output=True)
+    for path in paths:
+        cfg = _parse(path)
+        assert [o["name"] for o in cfg["output"]] == ["dimension_logits", "criterion_logits", "novelty"]
+        contract, _ = contract_from_config(cfg)
+        assert contract.novelty is True and contract.model_version.endswith("+novelty-test")
+    subprocess.run(sync + ["--untrained"], check=True, cwd=REPO_ROOT, capture_output=True)
+    for path in paths:
+        cfg = _parse(path)
+        assert [o["name"] for o in cfg["output"]] == ["dimension_logits", "criterion_logits"]
+        assert contract_from_config(cfg)[0].novelty is False

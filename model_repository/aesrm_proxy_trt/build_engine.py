@@ -53,7 +53,7 @@ def export_onnx(out: Path, checkpoint: str | None, untrained: bool = False) -> N
 
 def check_onnx(onnx_path: Path, frame_dims: list[int], checkpoint: str | None, batch: int = 3,
                untrained: bool = False) -> float:
-    """Max |ONNX Runtime - PyTorch| on random frames (both outputs)."""
+    """Max |ONNX Runtime - PyTorch| on random frames (every output: logits, and novelty when exported)."""
     import onnxruntime as ort
     import torch
 
@@ -62,9 +62,11 @@ def check_onnx(onnx_path: Path, frame_dims: list[int], checkpoint: str | None, b
     fa = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
     fb = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(["dimension_logits", "criterion_logits"], {"frames_a": fa, "frames_b": fb})
+    names = [o.name for o in sess.get_outputs()]
+    got = sess.run(names, {"frames_a": fa, "frames_b": fb})
     with torch.inference_mode():
-        want = [t.numpy() for t in model(torch.from_numpy(fa), torch.from_numpy(fb))]
+        fwd = model.forward_with_novelty if "novelty" in names else model
+        want = [t.numpy() for t in fwd(torch.from_numpy(fa), torch.from_numpy(fb))]
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
@@ -105,20 +107,22 @@ def check_engine(plan: Path, onnx_path: Path, frame_dims: list[int], batch: int 
 
     rng = np.random.default_rng(1)
     feeds = {n: rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8) for n in ("frames_a", "frames_b")}
-    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outs = [o.name for o in sess.get_outputs()]  # the logits, and novelty when the model has it
+    want = sess.run(outs, feeds)
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
     ctx = engine.create_execution_context()
     bufs = {}
     for n, a in feeds.items():
         bufs[n] = torch.from_numpy(a).cuda()
         ctx.set_input_shape(n, a.shape)
-    for n in ("dimension_logits", "criterion_logits"):
+    for n in outs:
         bufs[n] = torch.empty(tuple(ctx.get_tensor_shape(n)), dtype=torch.float32, device="cuda")
     for n, t in bufs.items():
         ctx.set_tensor_address(n, t.data_ptr())
     ctx.execute_async_v3(torch.cuda.current_stream().cuda_stream)
     torch.cuda.synchronize()
-    got = [bufs["dimension_logits"].cpu().numpy(), bufs["criterion_logits"].cpu().numpy()]
+    got = [bufs[n].cpu().numpy() for n in outs]
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 

@@ -125,9 +125,10 @@ class MicroBatcher:
             for job, (lo, hi) in zip(jobs, splits):
                 if not job.future.done():
                     crit = None if out.criteria is None else out.criteria[lo:hi]
+                    nov = None if out.novelty is None else out.novelty[lo:hi]
                     job.future.set_result(PairLogits(out.dimension[lo:hi], crit, BackendTiming(
                         queue_ms=(started - job.enqueued) * 1000, inference_ms=elapsed * 1000,
-                        batch_videos=len(videos))))
+                        batch_videos=len(videos)), novelty=nov))
 
 
 def _concat(jobs: list[_Job]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:

@@ -62,7 +62,8 @@ class EmbeddedBackend:
             emb = self._model.encode(torch.from_numpy(videos))
             idx = torch.from_numpy(pairs.astype(np.int64))
             dim, crit = self._model.heads(emb[idx[:, 0]], emb[idx[:, 1]])
-        return PairLogits(dim.float().numpy(), crit.float().numpy())
+            nov = self._model.novelty(emb)[idx].float().numpy() if self._model.has_novelty else None
+        return PairLogits(dim.float().numpy(), crit.float().numpy(), novelty=nov)
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -89,4 +90,5 @@ def contract_from_manifest(manifest: dict) -> ModelContract:
         criteria=tuple(manifest.get("criteria", ())),
         criterion_dimension=tuple(manifest.get("criterion_dimension", ())),
         checkpoint=f"{name}@{sha}" if sha else "untrained-random-init",
-        trained=bool(manifest.get("trained", False)), antisymmetric=True)
+        trained=bool(manifest.get("trained", False)), antisymmetric=True,
+        novelty=bool(manifest.get("novelty", False)), calibrated=bool(manifest.get("calibrated", False)))

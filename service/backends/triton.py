@@ -12,6 +12,9 @@ Why it looks like this:
   BackendUnavailable (503 + Retry-After) / BackendTimeout (504) / BackendError (502).
 - A model whose config declares ``antisymmetric`` (logits(b, a) == -logits(a, b)) is asked each unordered
   pair once, in one order; the reverse order is the negation. Both-order requests cost no extra inference.
+- The optional `novelty` output (per-video distance from the training distribution, [2] = side a, side b)
+  is requested only when the model config declares it, so models without it (aesrm_base, proxy 1.1.0) work
+  unchanged; in the reverse order the two sides simply swap.
 - Optional system shared memory when gateway and Triton share a host: inputs/outputs travel through
   /dev/shm regions from a small pool instead of the gRPC payload.
 """
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"}
 INPUTS = ("frames_a", "frames_b")
-OUTPUTS = ("dimension_logits", "criterion_logits")  # criterion_logits optional (AesRM-Base has none)
+OUTPUTS = ("dimension_logits", "criterion_logits", "novelty")  # the last two optional (AesRM-Base has neither)
 MAX_MSG = 2**31 - 1
 
 
@@ -54,6 +57,8 @@ def contract_from_config(cfg: dict) -> tuple[ModelContract, int]:
     n_crit = [int(d) for d in outs["criterion_logits"]["dims"]] if "criterion_logits" in outs else [0]
     if n_crit != [len(criteria)]:
         raise errors.BackendError(f"criterion_logits dims {n_crit} but {len(criteria)} criteria in parameters")
+    if "novelty" in outs and [int(d) for d in outs["novelty"]["dims"]] != [2]:
+        raise errors.BackendError(f"novelty dims {outs['novelty']['dims']}: need [2] (side a, side b)")
     trained = p.get("trained", "false").lower() == "true"
     sha = p.get("checkpoint_sha256", "")[:12]
     ckpt = os.path.basename(p.get("checkpoint", "")) or p.get("model_id", cfg.get("name", "model"))
@@ -63,7 +68,8 @@ def contract_from_config(cfg: dict) -> tuple[ModelContract, int]:
         dimensions=tuple(d for d in p.get("dimensions", ",".join(DIMENSIONS)).split(",") if d),
         criteria=criteria, criterion_dimension=tuple(c for c in p.get("criterion_dimension", "").split(",") if c),
         checkpoint=f"{ckpt}@{sha}" if (trained and sha) else ("untrained-random-init" if not trained else ckpt),
-        trained=trained, antisymmetric=p.get("antisymmetric", "false").lower() == "true")
+        trained=trained, antisymmetric=p.get("antisymmetric", "false").lower() == "true",
+        novelty="novelty" in outs, calibrated=p.get("calibrated", "false").lower() == "true")
     return contract, int(cfg.get("max_batch_size", 0))
 
 
@@ -78,8 +84,8 @@ class _ShmPool:
 
         self._shm, self.rows = shm, rows
         self.in_bytes, self.dim_bytes = rows * frame_bytes, rows * n_dims * 4
-        self.crit_bytes = rows * max(n_crit, 1) * 4
-        self.byte_size = 2 * self.in_bytes + self.dim_bytes + self.crit_bytes
+        self.crit_bytes, self.nov_bytes = rows * max(n_crit, 1) * 4, rows * 2 * 4
+        self.byte_size = 2 * self.in_bytes + self.dim_bytes + self.crit_bytes + self.nov_bytes
         self._free: asyncio.Queue = asyncio.Queue()
         self.regions: list[tuple[str, object]] = []
         for _ in range(size):
@@ -217,10 +223,12 @@ class TritonBackend:
         results = await asyncio.gather(*(self._infer_chunk(videos, ch) for ch in chunks))
         dim = np.concatenate([r[0] for r in results])
         crit = np.concatenate([r[1] for r in results]) if c.criteria else None
+        nov = np.concatenate([r[2] for r in results]) if c.novelty else None
         if back is not None:  # logits(b, a) = -logits(a, b): every requested row from the one asked order
             dim = dim[back] * sign
             crit = None if crit is None else crit[back] * sign
-        queue_s = max(r[2] for r in results)
+            nov = None if nov is None else np.where(sign < 0, nov[back][:, ::-1], nov[back])  # sides swap
+        queue_s = max(r[3] for r in results)
         infer_s = time.perf_counter() - t0 - queue_s
         if self._metrics is not None:
             self._metrics.batch_size.observe(len(videos))
@@ -228,7 +236,7 @@ class TritonBackend:
             self._metrics.stage("queue", queue_s)
             self._metrics.stage("inference", infer_s)
         return PairLogits(dim, crit, BackendTiming(queue_ms=queue_s * 1000, inference_ms=infer_s * 1000,
-                                                   batch_videos=len(videos)))
+                                                   batch_videos=len(videos)), novelty=nov)
 
     async def _slot(self) -> float:
         """Wait for a free call slot (seconds waited); refuse at once when queue_size calls already wait."""
@@ -252,7 +260,8 @@ class TritonBackend:
         if self._metrics is not None:
             self._metrics.queue_depth.set(self._waiting)
 
-    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None,
+                                                                              np.ndarray | None, float]:
         fa = np.ascontiguousarray(videos[rows[:, 0]])
         fb = np.ascontiguousarray(videos[rows[:, 1]])
         waited = await self._slot()
@@ -261,7 +270,7 @@ class TritonBackend:
         finally:
             self._sem.release()
 
-    async def _call(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    async def _call(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """One inference call; retries transient gRPC failures only (a timed-out call is not retried)."""
         delay, retries, reregistered = 0.05, 0, False
         while True:
@@ -293,7 +302,9 @@ class TritonBackend:
         for name, arr in zip(INPUTS, (fa, fb)):
             i = InferInput(name, list(arr.shape), "UINT8")
             ins.append(i)
-        return ins, [InferRequestedOutput(n) for n in OUTPUTS[:2 if self.contract().criteria else 1]]
+        c = self.contract()
+        want = (True, bool(c.criteria), c.novelty)
+        return ins, [InferRequestedOutput(n) for n, w in zip(OUTPUTS, want) if w]
 
     async def _infer_grpc(self, fa: np.ndarray, fb: np.ndarray):
         ins, outs = self._inputs(fa, fb)
@@ -301,8 +312,10 @@ class TritonBackend:
         ins[1].set_data_from_numpy(fb)
         res = await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
                                        outputs=outs, client_timeout=self._s.triton_timeout_s)
-        crit = res.as_numpy("criterion_logits") if len(outs) > 1 else None
-        return res.as_numpy("dimension_logits").astype(np.float32), None if crit is None else crit.astype(np.float32)
+        c = self.contract()
+        crit = res.as_numpy("criterion_logits").astype(np.float32) if c.criteria else None
+        nov = res.as_numpy("novelty").astype(np.float32) if c.novelty else None
+        return res.as_numpy("dimension_logits").astype(np.float32), crit, nov
 
     async def _infer_shm(self, fa: np.ndarray, fb: np.ndarray):
         pool = self._shm
@@ -320,15 +333,20 @@ class TritonBackend:
             ins[0].set_shared_memory(name, fa.nbytes, offset=0)
             ins[1].set_shared_memory(name, fb.nbytes, offset=pool.in_bytes)
             d_off, c_off = 2 * pool.in_bytes, 2 * pool.in_bytes + pool.dim_bytes
+            n_off = c_off + pool.crit_bytes
+            has_crit, has_nov = bool(self.contract().criteria), self.contract().novelty
             outs[0].set_shared_memory(name, n * nd * 4, offset=d_off)
-            if len(outs) > 1:
+            if has_crit:
                 outs[1].set_shared_memory(name, n * c * 4, offset=c_off)
+            if has_nov:
+                outs[-1].set_shared_memory(name, n * 2 * 4, offset=n_off)
             await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
                                      outputs=outs, client_timeout=self._s.triton_timeout_s)
             dim = pool._shm.get_contents_as_numpy(handle, np.float32, [n, nd], offset=d_off).copy()
             crit = pool._shm.get_contents_as_numpy(handle, np.float32, [n, c], offset=c_off).copy() \
-                if len(outs) > 1 else None
-            return dim, crit
+                if has_crit else None
+            nov = pool._shm.get_contents_as_numpy(handle, np.float32, [n, 2], offset=n_off).copy() if has_nov else None
+            return dim, crit, nov
         finally:
             pool.release(region)
 

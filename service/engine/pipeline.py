@@ -31,12 +31,14 @@ INLINE_TENSOR_BYTES = 1 << 20
 
 @dataclass
 class PairLogitsResult:
-    """Logits for one requested (i, j): `ab` asked with i first, `ba` with j first (None if not asked)."""
+    """Logits for one requested (i, j): `ab` asked with i first, `ba` with j first (None if not asked);
+    `novelty` [2] = (video i, video j) when the model has the signal (ModelContract.novelty)."""
 
     ab: np.ndarray
     ba: np.ndarray | None
     crit_ab: np.ndarray | None
     crit_ba: np.ndarray | None
+    novelty: np.ndarray | None = None
 
 
 @dataclass
@@ -77,7 +79,7 @@ class ScoringPipeline:
 
         todo: list[int] = []
         for n, ((i, j), (key, flipped)) in enumerate(zip(rows, keys)):
-            result = _from_entry(cached.get(key), flipped, both_orders)
+            result = _from_entry(cached.get(key), flipped, both_orders, contract.novelty)
             if result is None:
                 todo.append(n)
             else:
@@ -115,7 +117,8 @@ class ScoringPipeline:
             res = PairLogitsResult(
                 ab=logits.dimension[r], ba=logits.dimension[r + 1] if both_orders else None,
                 crit_ab=None if crit is None else crit[r],
-                crit_ba=None if (crit is None or not both_orders) else crit[r + 1])
+                crit_ba=None if (crit is None or not both_orders) else crit[r + 1],
+                novelty=None if logits.novelty is None else np.asarray(logits.novelty[r], dtype=np.float32))
             out.pairs[(i, j)] = res
             key, flipped = keys[n]
             writes[key] = _merge_entry(cached.get(key), res, flipped)
@@ -185,22 +188,27 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
-def _from_entry(entry: dict | None, flipped: bool, both_orders: bool) -> PairLogitsResult | None:
-    """Answer (i, j) from a canonical entry. `flipped`: i is the canonical 'hi' side."""
-    if not entry:
+def _from_entry(entry: dict | None, flipped: bool, both_orders: bool, novelty: bool = False
+                ) -> PairLogitsResult | None:
+    """Answer (i, j) from a canonical entry. `flipped`: i is the canonical 'hi' side. `novelty`: the model
+    has the signal, so an entry without it (written before it existed) is a miss, never an answer without
+    it: a cache hit and a miss return the same fields."""
+    if not entry or (novelty and entry.get("nov") is None):
         return None
     fwd, rev = entry.get("fwd"), entry.get("rev")  # fwd = lo first, rev = hi first
     cf, cr = entry.get("cfwd"), entry.get("crev")
     ab, ba, cab, cba = (rev, fwd, cr, cf) if flipped else (fwd, rev, cf, cr)
     arr = lambda x: None if x is None else np.asarray(x, dtype=np.float32)  # noqa: E731
+    nov = arr(entry.get("nov")) if novelty else None  # [lo, hi]: per video, the same for both orders
+    nov = nov[::-1].copy() if (nov is not None and flipped) else nov
     if both_orders:
         if ab is None or ba is None:
             return None
-        return PairLogitsResult(arr(ab), arr(ba), arr(cab), arr(cba))
+        return PairLogitsResult(arr(ab), arr(ba), arr(cab), arr(cba), nov)
     if ab is not None:
-        return PairLogitsResult(arr(ab), None, arr(cab), None)
+        return PairLogitsResult(arr(ab), None, arr(cab), None, nov)
     if ba is not None:  # only the other order is cached: flip it
-        return PairLogitsResult(-arr(ba), None, None if cba is None else -arr(cba), None)
+        return PairLogitsResult(-arr(ba), None, None if cba is None else -arr(cba), None, nov)
     return None
 
 
@@ -211,4 +219,6 @@ def _merge_entry(entry: dict | None, res: PairLogitsResult, flipped: bool) -> di
     new[first], new["c" + first] = lst(res.ab), lst(res.crit_ab)
     if res.ba is not None:
         new[second], new["c" + second] = lst(res.ba), lst(res.crit_ba)
+    if res.novelty is not None:  # stored canonically: [novelty of lo, novelty of hi]
+        new["nov"] = lst(res.novelty[::-1] if flipped else res.novelty)
     return {k: v for k, v in new.items() if v is not None}

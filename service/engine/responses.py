@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from service import errors
-from service.contract import ModelContract
+from service.contract import NOVELTY_THRESHOLD, ModelContract
 from service.engine import aggregate
-from service.schemas import DimensionScores, GroupItem
+from service.schemas import DimensionScores, GroupItem, Novelty
 
 
 PUBLIC_DIMENSIONS = ("VA", "VF", "VP")
@@ -26,6 +26,17 @@ def dimension_scores(c: ModelContract, values: Sequence[float], overall: float) 
     if missing or "overall" in named:
         raise errors.BackendError(f"model contract dimensions {c.dimensions} lack {missing} (or name 'overall')")
     return DimensionScores(**named, overall=overall)
+
+
+def novelty_info(novelty, threshold: float = NOVELTY_THRESHOLD) -> Novelty | None:
+    """The public novelty of one pair from the backend's [2] (video a, video b); None when absent."""
+    if novelty is None:
+        return None
+    a, b = (float(x) for x in novelty)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return None  # a model that cannot say is reported as saying nothing, not as 'far away'
+    worst = max(a, b)
+    return Novelty(a=a, b=b, max=worst, threshold=threshold, in_distribution=worst <= threshold)
 
 
 def pair_fields(c: ModelContract, res, weights) -> tuple[dict, float | None]:
@@ -41,6 +52,7 @@ def pair_fields(c: ModelContract, res, weights) -> tuple[dict, float | None]:
         "preference": dimension_scores(c, aggregate.sigmoid(dims), float(aggregate.sigmoid(ov))),
         "logits": dimension_scores(c, dims, ov), "criteria": crit,
         "order_disagreement": dimension_scores(c, disagree, worst) if disagree is not None else None,
+        "novelty": novelty_info(getattr(res, "novelty", None)),
     }
     return fields, worst
 

@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas import VideoRef
+from service.schemas import Novelty, VideoRef
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
-Side = Literal["A", "B", "tie"]
+Side = Literal["A", "B", "tie", "withheld"]  # withheld: the model cannot know (out of distribution)
 
 
 class ExplainRequest(BaseModel):
@@ -37,6 +37,8 @@ class Verdict(BaseModel):
 
     p_a is P(A preferred over B) after order debiasing; the verdict is 'tie' when |p_a - 0.5| < tie_band.
     confidence: for A, p_a; for B, 1 - p_a; for tie, 1 - |p_a - 0.5| / tie_band (1 = exactly even).
+    'withheld' (criteria only, videos out of the model's training distribution): no verdict, confidence 0;
+    p_a still reports the head's raw output (the number /v1/pair returns), not a judgement.
     """
 
     verdict: Side
@@ -75,6 +77,9 @@ class ExplainResult(BaseModel):
     reasoning: str = Field(..., description="Readable reasoning, criterion by criterion.")
     sections: list[ReasoningSection] = Field(default_factory=list)
     tie_band: float
+    novelty: Novelty | None = Field(
+        None, description="Per-video distance from the model's training distribution; null when the model gives "
+                          "none. Out of distribution: criterion verdicts are withheld (service/explain/README.md).")
     model: ExplainModel
 
 

@@ -83,7 +83,7 @@ class ProxyRunner:
         await emit("progress", {"stage": "evidence", "fraction": 0.7, "cache": "hit" if out.hits else "miss"})
         result = await asyncio.get_running_loop().run_in_executor(
             self._executor, proxy_explanation, self.backend.contract(), self.backend.name, res.ab, res.ba,
-            res.crit_ab, res.crit_ba, self.settings.dimension_weights)
+            res.crit_ab, res.crit_ba, self.settings.dimension_weights, TIE_BAND, res.novelty)
         for s in result.sections:  # streamed criterion by criterion, like a generative explainer would
             await emit("text", {"criterion": s.criterion, "dimension": s.dimension, "text": s.text + "\n"})
         return result

@@ -62,6 +62,7 @@ def load_proxy(path: str | Path | None = None, device: str = "cpu") -> tuple[Aes
     mp = manifest_path(path)
     manifest = json.loads(mp.read_text()) if mp.is_file() else base_manifest(model.config, True)
     manifest["calibrated"] = model.config.bound > 0
+    manifest["novelty"] = model.has_novelty  # per-video out-of-distribution signal available (fit_novelty)
     if model.config.bound <= 0:
         logging.getLogger(__name__).warning(
             "%s (proxy %s) predates proxy 2.0.0: loaded as the 1.x architecture; its logits are unbounded and "

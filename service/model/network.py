@@ -10,7 +10,7 @@ inspectable weights). Both are linear in e_A - e_B, so swapping A and B flips ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +34,15 @@ class ProxyConfig:
     embed_dim: int = 96
     orientation: bool = True  # edge-orientation statistics per frame (tilt / roll); added in 1.1.0
     bound: float = 8.0  # |logit| <= bound (odd soft clip); 0 = unbounded (checkpoints before 2.0.0)
+    novelty: bool = True  # embedding-distance buffers (emb_center/emb_scale/novelty_ref) in the state_dict
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
-        d = {"orientation": False, "bound": 0.0, **d}  # checkpoints written before a field existed lack it
+        # checkpoints written before a field existed lack it: they rebuild the architecture they were saved with
+        d = {"orientation": False, "bound": 0.0, "novelty": False, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -130,6 +132,26 @@ class AesRMProxy(nn.Module):
         persist = config.bound > 0
         self.register_buffer("dim_temperature", torch.ones(len(DIMENSIONS)), persistent=persist)
         self.register_buffer("crit_temperature", torch.ones(c), persistent=persist)
+        # Novelty (see novelty()): diagonal whitening of the embedding fitted on training-split clips by
+        # service.training.train.fit_novelty; novelty_ref == 0 means "not fitted" (novelty unavailable).
+        # Persistent only when the config has them, so checkpoints written before (1.1.0) still load strictly.
+        nv = config.novelty
+        self.register_buffer("emb_center", torch.zeros(config.embed_dim), persistent=nv)
+        self.register_buffer("emb_scale", torch.ones(config.embed_dim), persistent=nv)
+        self.register_buffer("novelty_ref", torch.zeros(()), persistent=nv)
+
+    @property
+    def has_novelty(self) -> bool:
+        """True when the novelty statistics exist and were fitted; otherwise novelty() must not be used."""
+        return bool(self.config.novelty) and float(self.novelty_ref) > 0
+
+    def novelty(self, emb: torch.Tensor) -> torch.Tensor:
+        """Embeddings [N, D] -> [N] distance from the training distribution: RMS of the diagonally
+        whitened embedding (e - center) * scale, divided by its 99th percentile over training clips, so
+        <= 1 reads "like the clips the model was trained on" and > 1 is rarer than 1 in 100 of them.
+        Per video, so swapping A and B just swaps the two values. Callers check has_novelty first."""
+        z = (emb - self.emb_center) * self.emb_scale
+        return (z * z).mean(-1).sqrt() / self.novelty_ref
 
     def dimension_weights(self) -> torch.Tensor:
         """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
@@ -181,3 +203,23 @@ class AesRMProxy(nn.Module):
         # Encode each side separately: identical shapes give bit-identical embeddings, so the
         # antisymmetry forward(b, a) == -forward(a, b) is exact, not just approximate.
         return self.heads(self.encode(frames_a), self.encode(frames_b))
+
+    def forward_with_novelty(self, frames_a: torch.Tensor, frames_b: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward() plus novelty [B, 2] (side a, side b): the ONNX / TensorRT graph of a model with
+        fitted novelty statistics. The logits are computed exactly as in forward()."""
+        ea, eb = self.encode(frames_a), self.encode(frames_b)
+        dim, crit = self.heads(ea, eb)
+        return dim, crit, torch.stack([self.novelty(ea), self.novelty(eb)], 1)
+
+
+def with_novelty_buffers(model: AesRMProxy) -> AesRMProxy:
+    """The same weights in a model whose config has the (persistent, not yet fitted) novelty buffers:
+    how a checkpoint written before they existed (1.1.0, early 2.0.0 candidates) gets its statistics
+    (`aesrm-train --calibrate-only` then fit_novelty). Returns `model` itself when it already has them."""
+    if model.config.novelty:
+        return model
+    new = AesRMProxy(replace(model.config, novelty=True))
+    result = new.load_state_dict(model.state_dict(), strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"emb_center", "emb_scale", "novelty_ref"}, result
+    return new.to(next(model.parameters()).device).train(model.training)

@@ -1,7 +1,8 @@
 """`aesrm-export-onnx`: the proxy's forward as ONNX (opset 17, dynamic batch) for the Triton/TensorRT path.
 
-Inputs `frames_a`, `frames_b` uint8 [B, T, H, W, 3]; outputs `dimension_logits` [B, 3] (VA, VF, VP) and
-`criterion_logits` [B, C]. The manifest is written next to the model (same stem, .json) so a deployment
+Inputs `frames_a`, `frames_b` uint8 [B, T, H, W, 3]; outputs `dimension_logits` [B, 3] (VA, VF, VP),
+`criterion_logits` [B, C] and, for a model with fitted novelty statistics, `novelty` [B, 2] (side a, side b;
+AesRMProxy.forward_with_novelty). The manifest is written next to the model (same stem, .json) so a deployment
 knows which checkpoint and criteria it serves.
 """
 
@@ -15,6 +16,23 @@ import torch
 
 INPUT_NAMES = ["frames_a", "frames_b"]
 OUTPUT_NAMES = ["dimension_logits", "criterion_logits"]
+NOVELTY_OUTPUT = "novelty"
+
+
+def output_names(model) -> list[str]:
+    """The graph's outputs: the logits, plus `novelty` when the model has fitted statistics."""
+    return OUTPUT_NAMES + ([NOVELTY_OUTPUT] if getattr(model, "has_novelty", False) else [])
+
+
+class _WithNovelty(torch.nn.Module):
+    """forward() -> (dimension, criterion, novelty [B, 2]) for the export."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames_a, frames_b):
+        return self.model.forward_with_novelty(frames_a, frames_b)
 
 
 def export(model, out: str | Path, opset: int = 17) -> Path:
@@ -23,15 +41,18 @@ def export(model, out: str | Path, opset: int = 17) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     example = torch.zeros((2, cfg.frames, cfg.height, cfg.width, 3), dtype=torch.uint8)
-    axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    names = output_names(model)
+    axes = {name: {0: "batch"} for name in INPUT_NAMES + names}
     model = model.eval()
+    if NOVELTY_OUTPUT in names:
+        model = _WithNovelty(model).eval()
     with torch.no_grad():
         try:
             torch.onnx.export(model, (example, example), str(out), input_names=INPUT_NAMES,
-                              output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=opset, dynamo=False)
+                              output_names=names, dynamic_axes=axes, opset_version=opset, dynamo=False)
         except TypeError:  # torch without the `dynamo` switch
             torch.onnx.export(model, (example, example), str(out), input_names=INPUT_NAMES,
-                              output_names=OUTPUT_NAMES, dynamic_axes=axes, opset_version=opset)
+                              output_names=names, dynamic_axes=axes, opset_version=opset)
     return out
 
 
@@ -47,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     path = export(model, args.out, args.opset)
     path.with_suffix(".json").write_text(json.dumps({**manifest, "onnx_opset": args.opset,
                                                      "onnx_inputs": INPUT_NAMES,
-                                                     "onnx_outputs": OUTPUT_NAMES}, indent=2) + "\n")
+                                                     "onnx_outputs": output_names(model)}, indent=2) + "\n")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) from {manifest['version']} "
           f"sha256={manifest['checkpoint_sha256'][:12]}")
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from service.model.checkpoint import TRAINED_VERSION, save_checkpoint
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
-from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
+from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, with_novelty_buffers
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
@@ -120,16 +120,66 @@ def calibrate(model: AesRMProxy, groups: list) -> dict:
             "objective": "cross-entropy: edited dimension/criterion label 1, other dimensions label 0.5"}
 
 
+NOVELTY_PER_CRITERION = 8  # train-split groups per criterion for the novelty statistics (96 groups, 288 clips)
+NOVELTY_DATA = f"fixed_groups(train split, {NOVELTY_PER_CRITERION} per criterion, EVAL_SEED + 2)"
+NOVELTY_QUANTILE = 0.99  # novelty 1.0 = this quantile of the training clips' whitened distance
+NOVELTY_STD_FLOOR = 0.05  # per-dimension std floored at 5% of the median std: a near-constant embedding
+# coordinate would otherwise get a huge weight and make the distance a noise detector for that coordinate
+
+
+@torch.inference_mode()
+def fit_novelty(model: AesRMProxy, groups: list, data: str = "") -> dict:
+    """Fit the novelty statistics (center, 1/std per embedding coordinate, 99th-percentile reference) on
+    the embeddings of fresh renders of TRAIN-split photos (every clip of every group: unedited and edited
+    at all strengths, i.e. what the encoder was trained on) and store them in the model's buffers.
+
+    Train photos, not val: the question the signal answers is "is this like what the model learned from";
+    held-out photos are then scored against that (service/model/README.md measures how well it separates).
+    """
+    from service.training.evaluate import embed_groups
+
+    if not model.config.novelty:
+        raise ValueError("model config has no novelty buffers: use network.with_novelty_buffers(model) first")
+    model.eval()
+    emb = embed_groups(model, groups).flatten(0, 1).double()  # [G*K, D]
+    center = emb.mean(0)
+    std = emb.std(0)
+    std = std.clamp_min(NOVELTY_STD_FLOOR * float(std.median()))
+    z = (emb - center) / std
+    dist = (z * z).mean(1).sqrt()
+    ref = float(torch.quantile(dist, NOVELTY_QUANTILE))
+    model.emb_center.copy_(center.float())
+    model.emb_scale.copy_((1.0 / std).float())
+    model.novelty_ref.fill_(ref)
+    nov = model.novelty(emb.float()).double()
+    q = lambda x: round(float(torch.quantile(nov, x)), 4)  # noqa: E731
+    return {"clips": int(len(emb)), "groups": len(groups), "quantile": NOVELTY_QUANTILE,
+            "std_floor": NOVELTY_STD_FLOOR, "ref_distance": round(ref, 4),
+            "train_novelty": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": round(float(nov.max()), 4)},
+            "data": data}
+
+
+def novelty_groups(sources: list, per_criterion: int = NOVELTY_PER_CRITERION) -> list:
+    """The fixed train-split renders fit_novelty is fitted on (seed EVAL_SEED + 2: not val's, not test's)."""
+    return fixed_groups([s for s in sources if s.split == "train"], per_criterion, EVAL_SEED + 2)
+
+
 def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
     from service.model.checkpoint import load_proxy
 
     torch.set_num_threads(threads)
     model, manifest = load_proxy(path)
-    val = fixed_groups([s for s in load_sources() if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
+    sources = load_sources()
+    val = fixed_groups([s for s in sources if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
     temps = calibrate(model, val)
     manifest["training"]["calibration"] = temps
+    model = with_novelty_buffers(model)  # a checkpoint written before them gains the buffers (config too)
+    manifest["config"] = model.config.to_dict()
+    manifest["training"]["novelty"] = fit_novelty(model, novelty_groups(sources), NOVELTY_DATA)
+    print(f"novelty statistics (fitted on train renders): {manifest['training']['novelty']}")
     saved = save_checkpoint(model, path, {k: v for k, v in manifest.items()
-                                          if k not in ("checkpoint_file", "checkpoint_sha256", "calibrated")})
+                                          if k not in ("checkpoint_file", "checkpoint_sha256", "calibrated",
+                                                       "novelty")})
     print(f"temperatures (fitted on val): {temps}\nsaved {path} sha256={saved['checkpoint_sha256'][:12]}")
 
 
@@ -199,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     model.eval()
     temps = calibrate(model, val_groups)
     print(f"temperatures (fitted on val): {temps}", flush=True)
+    novelty = fit_novelty(model, novelty_groups(sources), NOVELTY_DATA)
+    print(f"novelty statistics (fitted on train renders): {novelty}", flush=True)
     duration = time.time() - t_start
     print("evaluating on held-out test sources ...", flush=True)
     test = test_metrics(model, sources, args.test_per_criterion) if args.test_per_criterion else {}
@@ -210,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
                      "pairs_seen": total * args.batch_groups * len(GROUP_PAIRS),
                      "duration_s": round(duration, 1), "best_val_dimension_mean": best,
                      "selection": "final epoch", "history": history, "calibration": temps,
+                     "novelty": novelty,
                      "torch": torch.__version__, "threads": args.threads},
         "sources": sources_manifest(sources), "recipe": RECIPE,
         "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),

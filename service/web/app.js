@@ -250,7 +250,7 @@ async function explain() {
 }
 
 function verdictCell(v, names) {
-  const who = v.verdict === "tie" ? "tie" : `${v.verdict} (${names[v.verdict]})`;
+  const who = v.verdict === "tie" || v.verdict === "withheld" ? v.verdict : `${v.verdict} (${names[v.verdict]})`;
   return el("span", { class: `verdict ${v.verdict}` }, who);
 }
 

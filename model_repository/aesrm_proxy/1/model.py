@@ -5,6 +5,8 @@ requests to one ``execute``. Videos are content-hashed so a video that appears i
 both orders) is encoded once, then the antisymmetric heads score every pair -- the same cost model as the
 embedded backend. ``initialize`` refuses to load when the checkpoint manifest disagrees with this config
 (dims, criteria, model id/version, sha), because the gateway reads the contract from the config.
+The optional output `novelty` [2] (each side's distance from the training distribution) is produced when
+the config declares it, and the config may declare it only for a checkpoint with fitted statistics.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ class TritonPythonModel:
             model, manifest = untrained_proxy(seed=int(p.get("seed") or 0))
         self._verify(cfg, p, manifest)
         # output dtypes come from the config (the gateway reads the same config), not from this file
+        self.outputs = [o["name"] for o in cfg["output"]]  # novelty only when declared (sync_config.py)
         self.out_dtype = {name: pb_utils.triton_string_to_numpy(
-            pb_utils.get_output_config_by_name(cfg, name)["data_type"])
-            for name in ("dimension_logits", "criterion_logits")}
+            pb_utils.get_output_config_by_name(cfg, name)["data_type"]) for name in self.outputs}
         self.model = model.to(self.device).eval()
         self.encode_once = hasattr(model, "encode") and hasattr(model, "heads")
+        self.novelty = "novelty" in self.outputs
         self.torch = torch
 
     @staticmethod
@@ -78,9 +81,13 @@ class TritonPythonModel:
         crit = list(m.get("criteria", ()))
         if outs.get("criterion_logits") != [len(crit)]:
             problems.append(f"criterion_logits dims {outs.get('criterion_logits')} != [{len(crit)}]")
+        if "novelty" in outs and (outs["novelty"] != [2] or not m.get("novelty")):
+            problems.append(f"output novelty {outs['novelty']} declared but the checkpoint has no novelty statistics"
+                            " (or dims != [2])")
         checks = {"model_id": m["model_id"], "model_version": str(m["version"]), "criteria": ",".join(crit),
                   "criterion_dimension": ",".join(m.get("criterion_dimension", ())),
-                  "trained": str(bool(m.get("trained", False))).lower()}
+                  "trained": str(bool(m.get("trained", False))).lower(),
+                  "calibrated": str(bool(m.get("calibrated", False)) and bool(m.get("trained", False))).lower()}
         for key, actual in checks.items():
             if key in p and p[key] != actual:
                 problems.append(f"parameter {key}={p[key]!r} but checkpoint says {actual!r}")
@@ -90,12 +97,12 @@ class TritonPythonModel:
         if problems:
             raise pb_utils.TritonModelException("aesrm_proxy config/manifest mismatch: " + "; ".join(problems))
 
-    def _forward(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(self, fa: np.ndarray, fb: np.ndarray) -> dict[str, np.ndarray]:
         torch = self.torch
         with torch.inference_mode():
             if not self.encode_once:
                 d, c = self.model(torch.from_numpy(fa).to(self.device), torch.from_numpy(fb).to(self.device))
-                return d.float().cpu().numpy(), c.float().cpu().numpy()
+                return {"dimension_logits": d.float().cpu().numpy(), "criterion_logits": c.float().cpu().numpy()}
             videos = np.concatenate([fa, fb])
             slot: dict[bytes, int] = {}
             index = np.empty(len(videos), dtype=np.int64)
@@ -106,7 +113,11 @@ class TritonPythonModel:
             idx = torch.from_numpy(index).to(self.device)
             n = len(fa)
             d, c = self.model.heads(emb[idx[:n]], emb[idx[n:]])
-            return d.float().cpu().numpy(), c.float().cpu().numpy()
+            out = {"dimension_logits": d.float().cpu().numpy(), "criterion_logits": c.float().cpu().numpy()}
+            if self.novelty:  # per distinct video, then gathered per side: [B, 2] (a, b)
+                nv = self.model.novelty(emb)[idx]
+                out["novelty"] = torch.stack([nv[:n], nv[n:]], 1).float().cpu().numpy()
+            return out
 
     def execute(self, requests):
         fa, fb, sizes = [], [], []
@@ -117,16 +128,15 @@ class TritonPythonModel:
             fb.append(b)
             sizes.append(len(a))
         try:
-            dim, crit = self._forward(np.ascontiguousarray(np.concatenate(fa)),
-                                      np.ascontiguousarray(np.concatenate(fb)))
+            res = self._forward(np.ascontiguousarray(np.concatenate(fa)), np.ascontiguousarray(np.concatenate(fb)))
         except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
             err = pb_utils.TritonError(f"aesrm_proxy forward failed: {type(exc).__name__}: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
         out, start = [], 0
         for n in sizes:
             out.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor(name, np.ascontiguousarray(arr[start:start + n], dtype=self.out_dtype[name]))
-                for name, arr in (("dimension_logits", dim), ("criterion_logits", crit))]))
+                pb_utils.Tensor(name, np.ascontiguousarray(res[name][start:start + n], dtype=self.out_dtype[name]))
+                for name in self.outputs]))
             start += n
         return out
 

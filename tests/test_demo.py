@@ -1,0 +1,29 @@
+"""The main job (`deploy/local/run.sh` = `aesrm-demo`) end to end: its example pair is judged the right way.
+
+The example pair is a clean clip of a shipped photo vs the same clip with heavy sensor noise: a fidelity
+defect. The shipped model must prefer the clean clip on VF and overall, and must not claim a strong
+preference on the dimensions noise does not touch (VA, VP): P within [0.2, 0.8] (issue 10's
+"off-target strong move" threshold). Runs the real command: uvicorn, real HTTP upload, real Redis, PyAV.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.conftest import fresh_redis_db, free_port
+
+
+def test_demo_example_pair_is_judged_the_right_way(redis_url):
+    env = dict(os.environ, AESRM_PORT=str(free_port()), AESRM_REDIS_URL=fresh_redis_db(redis_url, 3))
+    out = subprocess.run([sys.executable, "-m", "service.tools.demo", "--once"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = re.search(r"P\(clean preferred over noisy\): overall=([\d.]+) VA=([\d.]+) VF=([\d.]+) VP=([\d.]+)",
+                     out.stdout)
+    assert line, out.stdout
+    overall, va, vf, vp = map(float, line.groups())
+    assert vf > 0.8 and overall > 0.5, out.stdout
+    assert 0.2 <= va <= 0.8 and 0.2 <= vp <= 0.8, out.stdout

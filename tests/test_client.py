@@ -20,7 +20,7 @@ from service.schemas import GroupResponse, PairResponse
 from tests.conftest import running_app, test_settings
 from tests.server_process import gateway
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "service/model/checkpoints/aesrm-proxy-v1.pt"
+CHECKPOINT = Path(__file__).resolve().parents[1] / "service/model/checkpoints/aesrm-proxy-v2.pt"
 UNTRAINED = not CHECKPOINT.exists()  # until the trained checkpoint lands: run untrained, assert no quality
 
 

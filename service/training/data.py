@@ -36,12 +36,17 @@ RECIPE = {  # everything that shapes the data; hashed into the manifest's data_h
     # of service.training.heldout (gamma, vignette, hue, crop, keystone, motion blur, downscale, other
     # codecs, posterisation, ghosting, dropped frames, shuffle, jump cut, interlace, rolling shutter) must
     # never appear here.
-    "recipe": 2, "variants": {"exposure": ["stops", "offset"], "contrast": ["linear", "tone_curve"],
+    "recipe": 3, "variants": {"exposure": ["stops", "offset"], "contrast": ["linear", "tone_curve"],
                               "color_cast": ["gain", "tint"], "sharpness": ["gaussian", "defocus_disc"],
                               "noise": ["gaussian", "shot", "impulse"],
                               "temporal_flicker": ["gain", "periodic", "regional"],
                               "motion_jitter": ["shake", "zoom_pulse"], "structural_warping": ["smooth", "ripple"]},
     "offset": 0.3, "tint": 0.15, "disc_radius": 5.0, "shot_sigma": 0.16, "impulse": 0.04, "zoom_pulse": 0.06,
+    # recipe 3 (2.0.0): what served video looks like. Half the groups pan/zoom fast (8 frames sampled from
+    # seconds of video move far); half go through a delivery H.264 round trip (CRF 18-28, every clip of the
+    # group alike: served video is always encoded, and noise looks different once encoded); noise up to
+    # sigma 0.14 (the demo's clip has 0.125).
+    "recipe_v3": {"p_fast": 0.5, "p_delivery": 0.5, "delivery_crf": [18, 28], "noise_sigma": 0.14},
 }
 GEOMETRIC = ("composition_tilt", "motion_jitter", "structural_warping")
 
@@ -55,21 +60,25 @@ def variant(criterion: str, seed: int) -> str:
     return names[int(seed) % len(names)]
 
 
-def _camera(src_shape, rng: np.random.Generator) -> dict:
-    """A smooth camera path (centre, crop width, base roll) that stays inside the photo at MAX_ROLL."""
+def _camera(src_shape, rng: np.random.Generator, fast: bool = False) -> dict:
+    """A smooth camera path (centre, crop width, base roll) that stays inside the photo at MAX_ROLL.
+
+    fast: a pan of up to a whole crop width and a zoom of up to ±35 % over the clip, the motion between 8
+    frames sampled from seconds of generated video (recipe 3; the slow default stays for the held-out
+    harness, whose groups must not change)."""
     w, h = CLIP_SIZES[rng.integers(len(CLIP_SIZES))]
     sh, sw = src_shape[:2]
     a = w / h
     c, s = math.cos(MAX_ROLL), math.sin(MAX_ROLL)
     cw_max = min(sw / (c + s / a), sh / (s + c / a)) / 1.12  # room for zoom and shake
     cw0 = cw_max * rng.uniform(0.45, 0.85)
-    zoom = rng.uniform(-0.15, 0.15)
+    zoom = rng.uniform(-0.35, 0.35) if fast else rng.uniform(-0.15, 0.15)
     cw1 = min(cw_max, cw0 * (1 + zoom))
     cwm = max(cw0, cw1) * 1.12
     bw, bh = cwm * (c + s / a), cwm * (s + c / a)
     lo, hi = np.array([bw / 2, bh / 2]), np.array([sw - bw / 2, sh - bh / 2])
     c0 = rng.uniform(lo, np.maximum(lo, hi))
-    move = rng.normal(0, 1, 2) * cw0 * rng.uniform(0.06, 0.25)
+    move = rng.normal(0, 1, 2) * cw0 * (rng.uniform(0.25, 1.0) if fast else rng.uniform(0.06, 0.25))
     c1 = np.clip(c0 + move, lo, np.maximum(lo, hi))
     return {"size": (w, h), "c0": c0, "c1": c1, "cw0": cw0, "cw1": cw1, "src": (sw, sh),
             "roll": rng.normal(0, math.radians(0.5))}
@@ -239,7 +248,7 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
             n = 0.7 * torch.randn(T, 1, h, w, generator=g) + 0.5 * torch.randn(T, 3, h, w, generator=g)
             if kind == "shot":  # photon noise: grows with the signal
                 n = n * x.clamp(0, 1).sqrt() * (RECIPE["shot_sigma"] / RECIPE["noise_sigma"])
-            x = x + n * s * RECIPE["noise_sigma"]
+            x = x + n * s * _noise_sigma()
     clip = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if edits.get("frame_stutter", (0,))[0] > 0:
         s, seed, _ = edits["frame_stutter"]
@@ -253,7 +262,13 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
     if edits.get("compression_artifacts", (0,))[0] > 0:
         lo, hi = RECIPE["crf"]
         clip = _compress(np.ascontiguousarray(clip), lo + edits["compression_artifacts"][0] * (hi - lo))
+    if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
+        clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return fit_array(np.ascontiguousarray(clip), W, H)
+
+
+def _noise_sigma() -> float:
+    return RECIPE["noise_sigma"] if V1_ONLY["on"] else RECIPE["recipe_v3"]["noise_sigma"]
 
 
 def render(levels: list, cam: dict, edits: dict) -> np.ndarray:
@@ -279,7 +294,9 @@ def sample_group(sources: list, rng: np.random.Generator, criterion: int | None 
     for _ in range(8):
         c = int(rng.integers(len(CRITERIA))) if criterion is None else criterion
         src = sources[int(rng.integers(len(sources)))]
-        cam = _camera(src.levels[0].shape, rng)
+        v3 = RECIPE["recipe_v3"]
+        fast = not V1_ONLY["on"] and rng.uniform() < v3["p_fast"]
+        cam = _camera(src.levels[0].shape, rng, fast=fast)
         st = strengths if strengths is not None else _strengths(rng)
         seed, d = int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0]))
         base = {}
@@ -288,6 +305,8 @@ def sample_group(sources: list, rng: np.random.Generator, criterion: int | None 
             o = o + (o >= c)
             base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE["nuisance_max"])), int(rng.integers(2**31)),
                                  float(rng.choice([-1.0, 1.0])))
+        if not V1_ONLY["on"] and rng.uniform() < v3["p_delivery"]:
+            base["delivery"] = (float(rng.uniform(*v3["delivery_crf"])), 0, 0.0)
         if CRITERIA[c] in GEOMETRIC:
             clips = np.stack([render(src.levels, cam, {**base, CRITERIA[c]: (s, seed, d)}) for s in st])
         else:  # same camera frames for every strength: sample them once

@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="also score held-out edit FAMILIES (never in the training recipe) on the split's photos")
     ap.add_argument("--per-family", type=int, default=24, help="held-out groups (3 clips) per family")
     ap.add_argument("--photos", help="use every .jpg/.png in this folder for --heldout instead of the split")
+    ap.add_argument("--served", action="store_true",
+                    help="also score the example photos' defects as served video (H.264, gateway decode)")
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
@@ -150,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         what = args.photos or f"{args.split} split"
         print_heldout(held, f"held-out edit families on {what} ({len(photos)} photos, {time.time() - t0:.0f}s)")
         out.update(heldout=held, heldout_photos=what, heldout_seed=HELDOUT_SEED)
+    if args.served:
+        from service.training.served import print_served, served_examples
+        out["served"] = served_examples(model)
+        print_served(out["served"])
     bench = bench_pair(model, threads=args.threads)
     print(f"\nlatency, one pair T=8 128x128, {bench['threads']} threads: median {bench['median_ms']} ms, "
           f"p90 {bench['p90_ms']} ms")
@@ -164,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                         "latency_pair_ms": bench}
         if args.heldout and not args.photos:
             m["metrics"]["heldout_families"] = {"per_family_groups": args.per_family, **out["heldout"]}
+        if args.served:
+            m["metrics"]["served_examples"] = {k: v for k, v in out["served"].items() if k != "rows"}
         mp.write_text(json.dumps(m, indent=2) + "\n")
         print(f"metrics written to {mp}")
 

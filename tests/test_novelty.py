@@ -42,18 +42,19 @@ def test_buffers_fit_and_round_trip(ckpt, model):
 
 
 def test_checkpoints_without_novelty_load_with_it_unavailable(tmp_path):
-    """1.1.0 (and any checkpoint written before the field) loads strictly; novelty is None everywhere."""
+    """A checkpoint written before the field (1.1.0, early 2.0 candidates) loads strictly; novelty is None
+    everywhere. The shipped 2.0.0 has fitted statistics."""
     from service.backends.embedded import contract_from_manifest
 
     if DEFAULT_CHECKPOINT.is_file():
-        m, manifest = load_proxy()
-        assert "emb_center" not in torch.load(DEFAULT_CHECKPOINT, weights_only=True)["state_dict"]
-    else:
-        base, _ = untrained_proxy(seed=1)
-        cfg = {k: v for k, v in base.config.to_dict().items() if k != "novelty"}
-        old = AesRMProxy(ProxyConfig.from_dict(cfg))
-        torch.save({"config": cfg, "state_dict": old.state_dict()}, tmp_path / "old.pt")
-        m, manifest = load_proxy(tmp_path / "old.pt")
+        shipped, shipped_manifest = load_proxy()
+        assert shipped.has_novelty and contract_from_manifest(shipped_manifest).novelty is True
+        assert "emb_center" in torch.load(DEFAULT_CHECKPOINT, weights_only=True)["state_dict"]
+    base, _ = untrained_proxy(seed=1)
+    cfg = {k: v for k, v in base.config.to_dict().items() if k != "novelty"}
+    old = AesRMProxy(ProxyConfig.from_dict(cfg))
+    torch.save({"config": cfg, "state_dict": old.state_dict()}, tmp_path / "old.pt")
+    m, manifest = load_proxy(tmp_path / "old.pt")
     assert m.config.novelty is False and not m.has_novelty and manifest["novelty"] is False
     assert "emb_center" not in m.state_dict()
     assert contract_from_manifest(manifest).novelty is False

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from service.model.checkpoint import load_proxy
-from service.training.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main
+from service.training.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main, output_names
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -21,18 +21,19 @@ def test_onnx_parity(tmp_path):
     model_proto = onnx.load(str(out))
     onnx.checker.check_model(model_proto)
     assert model_proto.opset_import[0].version == 17
+    model, _ = load_proxy()
+    names = output_names(model)  # the shipped 2.0.0 has fitted novelty statistics: a third output
     manifest = json.loads(out.with_suffix(".json").read_text())
-    assert manifest["model_id"] == "aesrm-proxy" and manifest["onnx_outputs"] == OUTPUT_NAMES
+    assert manifest["model_id"] == "aesrm-proxy" and manifest["onnx_outputs"] == names
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == INPUT_NAMES
-    assert [o.name for o in sess.get_outputs()] == OUTPUT_NAMES
-    model, _ = load_proxy()
+    assert [o.name for o in sess.get_outputs()] == names
     rng = np.random.default_rng(0)
     for batch in (1, 3):
         a = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
         b = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
-        dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})
+        dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})  # the logits, whatever else
         with torch.inference_mode():
             tdim, tcrit = model(torch.from_numpy(a), torch.from_numpy(b))
         assert dim.shape == (batch, 3) and crit.shape == (batch, len(model.config.criteria))

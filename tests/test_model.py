@@ -288,3 +288,13 @@ def test_bounded_calibrated_heads_export_to_onnx_with_parity(tmp_path):
     tol = 50 * 1e-4  # the 50x head weights scale the encoder's float rounding (1e-4 in test_onnx_parity) too
     assert np.abs(dim - tdim.numpy()).max() < tol and np.abs(crit - tcrit.numpy()).max() < tol
     assert np.abs(crit[0]).max() > 1.0  # not a trivially zero comparison
+
+
+def test_dimensions_share_one_temperature(proxy):
+    """The overall reward is a weighted mean of the dimension logits, so calibration must not re-weight the
+    dimensions: the shipped checkpoint has one dimension temperature (per dimension, VA got 6.7 on the val
+    photos and a very dark clip beat the clean one)."""
+    model, manifest = proxy
+    t = model.dim_temperature.tolist()
+    assert max(t) == min(t) and t[0] != 1.0  # fitted, and shared
+    assert all(v == pytest.approx(t[0], abs=1e-3) for v in manifest["training"]["calibration"]["dimension"].values())

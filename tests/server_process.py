@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +14,27 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.tools.triton_launcher import REPO_ROOT, TritonServer
 from tests.conftest import free_port
+
+
+@contextlib.contextmanager
+def synced_triton(repo: Path, *sync_args: str) -> Iterator[TritonServer]:
+    """A real tritonserver serving a copy of model_repository/aesrm_proxy in `repo`, its parameters synced by
+    model_repository/sync_config.py with `sync_args` (e.g. --checkpoint CKPT, --untrained); stopped on exit."""
+    shutil.copytree(REPO_ROOT / "model_repository" / "aesrm_proxy", repo / "aesrm_proxy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, str(REPO_ROOT / "model_repository" / "sync_config.py"), "--repo", str(repo),
+                    *sync_args], check=True, cwd=REPO_ROOT)
+    server = TritonServer(repo, models=["aesrm_proxy"], log_path=repo / "triton.log")
+    try:
+        server.start(timeout_s=120)
+    except Exception as exc:
+        pytest.fail(f"tritonserver did not start: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager

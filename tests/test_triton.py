@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,8 +19,9 @@ from service import errors
 from service.backends.triton import TritonBackend
 from service.config import Settings
 from service.metrics import Metrics
-from service.tools.triton_launcher import REPO_ROOT, TritonServer
+from service.tools.triton_launcher import TritonServer
 from tests.conftest import metric_value, running_app, test_settings
+from tests.server_process import synced_triton
 
 pytest.importorskip("pytriton")
 pytest.importorskip("tritonclient.grpc.aio")
@@ -37,18 +35,9 @@ def _trained_checkpoint() -> bool:
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("model_repository")
-    shutil.copytree(REPO_ROOT / "model_repository" / "aesrm_proxy", repo / "aesrm_proxy",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    sync = [sys.executable, str(REPO_ROOT / "model_repository" / "sync_config.py"), "--repo", str(repo)]
-    subprocess.run(sync + ([] if _trained_checkpoint() else ["--untrained"]), check=True, cwd=REPO_ROOT)
-    server = TritonServer(repo, models=["aesrm_proxy"], log_path=repo / "triton.log")
-    try:
-        server.start(timeout_s=120)
-    except Exception as exc:
-        pytest.fail(f"tritonserver did not start: {exc}")
-    yield server
-    server.stop()
+    with synced_triton(tmp_path_factory.mktemp("model_repository"),
+                       *([] if _trained_checkpoint() else ["--untrained"])) as server:
+        yield server
 
 
 def _settings(triton: TritonServer, **kw) -> Settings:

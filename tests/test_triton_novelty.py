@@ -5,16 +5,13 @@ system shared memory."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from service.metrics import Metrics
-from service.tools.triton_launcher import REPO_ROOT, TritonServer
 from tests.conftest import test_settings
+from tests.server_process import synced_triton
 from tests.novelty_ckpt import fitted_checkpoint
 
 pytest.importorskip("pytriton")
@@ -28,18 +25,8 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory, ckpt):
-    repo = tmp_path_factory.mktemp("model_repository")
-    shutil.copytree(REPO_ROOT / "model_repository" / "aesrm_proxy", repo / "aesrm_proxy",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, str(REPO_ROOT / "model_repository" / "sync_config.py"), "--repo", str(repo),
-                    "--checkpoint", str(ckpt)], check=True, cwd=REPO_ROOT, capture_output=True)
-    server = TritonServer(repo, models=["aesrm_proxy"], log_path=repo / "triton.log")
-    try:
-        server.start(timeout_s=120)
-    except Exception as exc:
-        pytest.fail(f"tritonserver did not start: {exc}")
-    yield server
-    server.stop()
+    with synced_triton(tmp_path_factory.mktemp("model_repository"), "--checkpoint", str(ckpt)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

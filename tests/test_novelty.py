@@ -14,7 +14,7 @@ from service.examples import degrade, encode, pan_frames, photo
 from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
 from service.model.network import AesRMProxy, ProxyConfig, with_novelty_buffers
 from tests.conftest import running_app, test_settings
-from tests.novelty_ckpt import checker, clip, fitted_checkpoint, grey
+from tests.novelty_ckpt import checker, clip, fitted_checkpoint, flat_red
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_buffers_fit_and_round_trip(ckpt, model):
 
 def test_checkpoints_without_novelty_load_with_it_unavailable(tmp_path):
     """A checkpoint written before the field (1.1.0, early 2.0 candidates) loads strictly; novelty is None
-    everywhere. The shipped 2.0.0 has fitted statistics."""
+    everywhere. The shipped 2.x checkpoints have fitted statistics."""
     from service.backends.embedded import contract_from_manifest
 
     if DEFAULT_CHECKPOINT.is_file():
@@ -81,7 +81,7 @@ def test_with_novelty_buffers_keeps_logits_and_antisymmetry_is_exact(model):
 def test_synthetic_clips_are_out_of_distribution_and_photo_pans_are_not(model):
     m, _ = model
     base = pan_frames(photo("bythewater"), 48, 320, 180)
-    clips = np.stack([clip(base), clip(degrade(base, "noise", 0.3)), clip(checker()), clip(grey())])
+    clips = np.stack([clip(base), clip(degrade(base, "noise", 0.3)), clip(checker()), clip(flat_red())])
     with torch.inference_mode():
         nov = m.novelty(m.encode(torch.from_numpy(clips))).numpy()
     assert nov[0] < 1.0 and nov[1] < 1.0 and nov[2] > 1.0 and nov[3] > 1.0, nov
@@ -128,7 +128,7 @@ async def _explain(client, a: bytes, b: bytes) -> dict:
 async def test_out_of_distribution_pair_withholds_criterion_verdicts(api):
     client, app = api
     assert app.state.engine.backend.contract().novelty is True
-    a, b = encode(checker()), encode(grey())
+    a, b = encode(checker()), encode(flat_red())
     body = await _explain(client, a, b)
     assert body["status"] == "succeeded", body
     res = body["result"]

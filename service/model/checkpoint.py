@@ -16,8 +16,8 @@ import torch
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "2.0.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
-TRAINED_VERSION = "2.0.0"  # what a training run with this code writes (bounded, calibrated heads)
+VERSION = "2.1.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
+TRAINED_VERSION = "2.1.0"  # what a training run with this code writes (bounded, calibrated heads, wrong_way term)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v2.pt"
 

@@ -27,7 +27,7 @@ from service.training.sources import cache_dir, data_hash, load_sources, sources
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
-            "off_target_dim": 0.25, "off_target_crit": 0.2}
+            "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5}
 
 
 def seed_everything(seed: int) -> None:
@@ -40,11 +40,12 @@ def seed_everything(seed: int) -> None:
 DIM_OF_CRITERION = torch.tensor([DIMENSIONS.index(x) for x in CRITERION_DIMENSION])
 OFF_TARGET_MARGIN = 0.5  # |logit| below this (P in 0.38..0.62) is free: related criteria may co-move a little
 SAME_DIM_MARGIN = 2.0  # other criteria of the edited dimension: free up to P in 0.12..0.88
+WRONG_WAY_MARGIN = 0.5  # ... but voting for the edited side only up to P 0.38 (the wrong_way term)
 TEMPERATURE_RANGE = (0.25, 16.0)
 
 
 def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor,
-              off_dim: float = 0.0, off_crit: float = 0.0):
+              off_dim: float = 0.0, off_crit: float = 0.0, wrong_way: float = 0.0):
     """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first.
 
     BCE on the edited criterion's and its dimension's logit, plus (RED-Aes relative consistency) the two
@@ -53,7 +54,14 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
     other dimensions, and beyond the wider SAME_DIM_MARGIN on the other criteria of the edited dimension
     (weight off_crit): blur and compression legitimately overlap a little, but a noise edit must not read
     as "sharper". All on the unbounded logits: the bound's tanh would hide a wrong, saturated logit from
-    the gradient."""
+    the gradient.
+
+    wrong_way (2.1.0): the other criteria of the edited dimension may agree with the edit's label (blur
+    and compression both lose detail) but not vote for the EDITED side beyond WRONG_WAY_MARGIN, with a
+    weight of its own (the off_crit term is spread over all eleven other criteria, too weak to matter).
+    A dimension sums its criteria, so in 2.0.0 "the noisy clip is sharper" (-1.0 on average on test noise
+    pairs) and "the compressed clip is less noisy" (-1.4) out-voted a right noise / compression criterion
+    and VF was 87 % while each VF criterion was 97-100 %."""
     b, k = clips.shape[:2]
     emb = model.encode(clips.flatten(0, 1)).view(b, k, -1)
     i = torch.tensor([p[0] for p in GROUP_PAIRS])
@@ -74,6 +82,11 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
         margin = torch.where(same, SAME_DIM_MARGIN, OFF_TARGET_MARGIN)
         loss = loss + off_dim * (_hinge(dim, OFF_TARGET_MARGIN) * other_d).sum(1).mean() / 2 \
             + off_crit * (_hinge(cl, margin) * other_c).sum(1).mean() / other_c.sum(1).mean()
+    if wrong_way:
+        sib = (DIM_OF_CRITERION[None] == d[:, None]).float().scatter_(1, c[:, None], 0.0)  # same dim, not edited
+        towards_better = cl * (2 * y - 1)[:, None]  # > 0: agrees with the label
+        per_pair = (F.relu(-towards_better - WRONG_WAY_MARGIN).square() * sib).sum(1) / sib.sum(1).clamp_min(1)
+        loss = loss + wrong_way * per_pair.mean()
     acc = ((ld > 0).float() == y).float().mean()
     return loss, acc
 
@@ -232,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         t0, losses, accs = time.time(), [], []
         for clips, crit in dl:
             flip = torch.rand(clips.shape[0], len(GROUP_PAIRS), generator=flip_gen) < 0.5
-            loss, acc = pair_loss(model, clips, crit, flip, args.off_target_dim, args.off_target_crit)
+            loss, acc = pair_loss(model, clips, crit, flip, args.off_target_dim, args.off_target_crit,
+                                  args.wrong_way)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

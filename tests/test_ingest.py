@@ -180,6 +180,31 @@ def test_b_frame_skipping_halves_the_walk_at_gop_2s(pan_5s):
     assert nonref.extra["walk_skip"] == "NONREF" and nonref.frames_decoded > stats.frames_decoded, nonref
 
 
+def test_b_frame_proof_on_damaged_headers_answers_without_raising(pan_5s):
+    # hostile input reaches the proof before the decoder: corrupted parameter sets and slice headers of a
+    # real stream must give an answer (mostly "not proven"), never an exception or a runaway loop
+    data = _encode_with(pan_5s[:24], "libx264", {"preset": "veryfast", "crf": "23"}, "mp4", gop=12)
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        extradata = stream.codec_context.extradata
+        packets = [(bytes(p), p.is_keyframe) for p in c.demux(stream) if p.size]
+    assert b_frames_disposable(extradata, packets)[0]
+    rng = np.random.default_rng(0)
+    answers = set()
+    for _ in range(300):
+        ex, pk = bytearray(extradata), [(bytearray(d), k) for d, k in packets]
+        for _ in range(int(rng.integers(1, 6))):
+            j = int(rng.integers(len(pk) + 1))
+            buf = ex if j == len(pk) else pk[j][0]
+            buf[int(rng.integers(min(len(buf), 64)))] = int(rng.integers(256))
+        ok, reason = b_frames_disposable(bytes(ex), [(bytes(d), k) for d, k in pk])
+        answers.add(ok)
+        assert isinstance(ok, bool) and (ok or reason)
+    assert answers == {True, False}
+    assert b_frames_disposable(extradata, [(b"\x00\x00\x00\x05\x65", True)]) == (False, "bad NAL length")
+    assert b_frames_disposable(None, [(b"no start code", True)]) == (False, "a keyframe that is not an IDR picture")
+
+
 def test_rotation_metadata_is_applied(frames):
     out, stats = decode_sample(encode(frames, "h264", rotation=90), 8, 128, 128, LIMITS)
     assert stats.rotation in (90, 270)

@@ -7,12 +7,14 @@ reference (preset medium and slower), P pictures predict from them; FFmpeg then 
 reference without any error or corrupt flag. So the stream's own slice headers are checked, by replaying the
 reference picture marking (sliding window, MMCO) and building every P slice's list 0 (initial order and
 ref_pic_list_modification, H.264 8.2.4 / 8.2.5): a B picture in the active part of any list 0 means "no".
+A skipped B reference picture also takes its MMCO with it (x264 b-pyramid B-refs carry one), and FFmpeg
+marks a placeholder by sliding window in its place, so two reference states are replayed, the encoder's
+and the skipping decoder's, and each P list 0 must be the same in both.
 
 Conservative: anything this module does not model (field pictures, long-term references, MMCO other than
 "unmark one short-term picture", frame_num gaps, SP/SI slices, slice groups, redundant pictures, pictures
-mixing B and non-B slices, unparsable or truncated headers) answers "no", and the caller keeps skipping
-non-reference pictures only. A B reference picture with its own MMCO also answers "no": skipping it would
-skip the MMCO, and the decoder's reference state would differ from the encoder's.
+mixing B and non-B slices, keyframes that are not IDR, unparsable or truncated headers) answers "no", and
+the caller keeps skipping non-reference pictures only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ sampler. Here the same held-out edit groups (service.training.data, test split) 
 24 fps camera paths at their generator resolution, encoded with libx264 `veryfast` (B-frames with
 b-pyramid, like typical generator output) at the given GOPs, and decoded twice:
 - exact: every frame decoded, the first frame at or after each segment centre (the previous sampler);
-- served: `decode_sample` (one frame per segment, keyframes used, non-reference frames skipped).
+- served: `decode_sample` (one frame per segment, keyframes used, non-reference frames skipped, and every
+  B frame where the slice headers prove that exact: libx264 veryfast does).
 Accuracy per dimension / criterion is printed for both, with decoded frames per sampled frame.
 `frame_stutter` is left out: its edit freezes up to 6 of T rendered frames, which at 120 frames is not
 the defect the model was trained on for any sampler.

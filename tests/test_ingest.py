@@ -13,7 +13,8 @@ import pytest
 from service import errors
 from service.examples import encode, pan_frames, photo
 from service.ingest import sources
-from service.ingest.decode import DecodeLimits, decode_sample
+from service.ingest.decode import DecodeLimits, DecodeStats, _fit, decode_sample
+from service.ingest.h264refs import b_frames_disposable
 
 LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration_s=120, max_frames=20_000)
 
@@ -77,6 +78,131 @@ def test_short_b_frame_clip_still_gives_one_frame_per_segment():
     idx = _frame_indices(out, 10)
     lo, hi = np.floor(np.arange(8) * 1.5), np.ceil(np.arange(1, 9) * 1.5)
     assert np.all((idx >= lo) & (idx < hi)), idx
+
+
+# (encoder, options, container) of the encoders PyAV ships; the walk may skip every B frame only where the
+# H.264 slice headers prove that no P frame predicts from one (service.ingest.h264refs)
+_ENCODERS = {
+    "x264 veryfast (b-pyramid normal, 1 ref)": ("libx264", {"preset": "veryfast", "crf": "23"}, "mp4", "BIDIR"),
+    "x264 medium (b-pyramid normal, 3 refs)": ("libx264", {"preset": "medium", "crf": "23"}, "mp4", "NONREF"),
+    "x264 medium b-pyramid=strict": ("libx264", {"preset": "medium", "crf": "23", "x264-params": "b-pyramid=strict"},
+                                     "mp4", "BIDIR"),
+    "x264 veryfast b-pyramid=none": ("libx264", {"preset": "veryfast", "crf": "23", "x264-params": "b-pyramid=none"},
+                                     "mp4", "BIDIR"),
+    "x264 veryfast bframes=0": ("libx264", {"preset": "veryfast", "crf": "23", "x264-params": "bframes=0"}, "mp4",
+                                "BIDIR"),
+    "x264 veryfast open-gop, MPEG-TS": ("libx264", {"preset": "veryfast", "crf": "23", "x264-params": "open-gop=1"},
+                                        "mpegts", "NONREF"),
+    "x265 medium": ("libx265", {"preset": "medium", "crf": "28",
+                                "x265-params": "log-level=error:pools=1:frame-threads=1"}, "mp4", "NONREF"),
+    "mpeg4 bf=2": ("mpeg4", {"bf": "2", "qscale": "4"}, "mp4", "NONREF"),
+    "vp9": ("libvpx-vp9", {"deadline": "good", "cpu-used": "8", "crf": "32", "b:v": "0"}, "webm", "NONREF"),
+}
+
+
+def _encode_with(frames: np.ndarray, encoder: str, options: dict, fmt: str, gop: int, fps: int = 24) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        st = out.add_stream(encoder, rate=fps)
+        st.height, st.width = frames.shape[1:3]
+        st.pix_fmt = "yuv420p"
+        st.codec_context.gop_size = gop
+        st.options = dict(options, threads="1") if encoder != "libx265" else options
+        for rgb in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return buf.getvalue()
+
+
+def _full_decode(data: bytes, skip: str = "DEFAULT") -> dict:
+    """pts -> (picture type letter, decoded planes) of every frame the decoder outputs with `skip`."""
+    out = {}
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        stream.codec_context.skip_frame = skip
+        for f in c.decode(stream):
+            out[f.pts] = ("?IPB"[int(f.pict_type)] if int(f.pict_type) < 4 else "?", f)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pan_5s():
+    return pan_frames(photo("path"), 120, 160, 96)
+
+
+@pytest.mark.parametrize("name", list(_ENCODERS))
+def test_picked_frames_are_bit_identical_to_a_full_decode(pan_5s, name):
+    # 5 s at 24 fps, keyframe every 2 s: each sampled frame must be exactly the frame a full decode (no frame
+    # skipped) gives at the same pts, whichever frames the walk skipped to get there
+    encoder, options, fmt, expect = _ENCODERS[name]
+    data = _encode_with(pan_5s, encoder, options, fmt, gop=48)
+    full = _full_decode(data)
+    out, stats = decode_sample(data, 8, 64, 64, LIMITS)
+    assert stats.extra["walk_skip"] == expect, stats.extra
+    for k, pts in enumerate(stats.extra["picked_pts"]):
+        assert np.array_equal(out[k], _fit(full[pts][1], 64, 64, DecodeStats())), (name, k, pts)
+        if expect == "BIDIR":
+            assert full[pts][0] in "IP", (name, k, full[pts][0])  # only I/P frames were decoded on the walk
+
+
+@pytest.mark.parametrize("name", [n for n in _ENCODERS if _ENCODERS[n][0] == "libx264"])
+def test_b_frame_proof_agrees_with_what_skipping_b_frames_does(pan_5s, name):
+    # the proof's answer against the decoder: where it says yes, every I/P frame decoded with all B frames
+    # skipped equals the full decode; x264 medium is the hazard it guards: P frames predict from B-pyramid
+    # frames there, and FFmpeg conceals the skipped references without an error or a corrupt flag
+    encoder, options, fmt, expect = _ENCODERS[name]
+    data = _encode_with(pan_5s, encoder, options, fmt, gop=48)
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        ok, reason = b_frames_disposable(stream.codec_context.extradata,
+                                         [(bytes(p), p.is_keyframe) for p in c.demux(stream) if p.size])
+    assert ok == (expect == "BIDIR"), reason
+    full, skipped = _full_decode(data), _full_decode(data, "BIDIR")
+    assert {pts for pts, (kind, _) in full.items() if kind in "IP"} == set(skipped)
+    differ = [pts for pts, (_, f) in skipped.items() if not np.array_equal(f.to_ndarray(), full[pts][1].to_ndarray())]
+    if ok:
+        assert differ == []
+    elif "medium (b-pyramid normal" in name:
+        assert "predicts from a B picture" in reason and len(differ) > len(skipped) // 2
+        assert not any(f.is_corrupt for _, f in skipped.values())
+
+
+def test_b_frame_skipping_halves_the_walk_at_gop_2s(pan_5s):
+    # the bench's case (x264 veryfast, b-pyramid, GOP 2 s): <= 3 decoded frames per sampled frame, where
+    # skipping non-reference frames only decodes every B-pyramid frame too
+    data = _encode_with(pan_5s, "libx264", {"preset": "veryfast", "crf": "23"}, "mp4", gop=48)
+    _, stats = decode_sample(data, 8, 64, 64, LIMITS)
+    assert stats.extra["walk_skip"] == "BIDIR" and stats.frames_decoded <= 3 * 8, stats
+    medium = _encode_with(pan_5s, "libx264", {"preset": "medium", "crf": "23"}, "mp4", gop=48)
+    _, nonref = decode_sample(medium, 8, 64, 64, LIMITS)
+    assert nonref.extra["walk_skip"] == "NONREF" and nonref.frames_decoded > stats.frames_decoded, nonref
+
+
+def test_b_frame_proof_on_damaged_headers_answers_without_raising(pan_5s):
+    # hostile input reaches the proof before the decoder: corrupted parameter sets and slice headers of a
+    # real stream must give an answer (mostly "not proven"), never an exception or a runaway loop
+    data = _encode_with(pan_5s[:24], "libx264", {"preset": "veryfast", "crf": "23"}, "mp4", gop=12)
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        extradata = stream.codec_context.extradata
+        packets = [(bytes(p), p.is_keyframe) for p in c.demux(stream) if p.size]
+    assert b_frames_disposable(extradata, packets)[0]
+    rng = np.random.default_rng(0)
+    answers = set()
+    for _ in range(300):
+        ex, pk = bytearray(extradata), [(bytearray(d), k) for d, k in packets]
+        for _ in range(int(rng.integers(1, 6))):
+            j = int(rng.integers(len(pk) + 1))
+            buf = ex if j == len(pk) else pk[j][0]
+            buf[int(rng.integers(min(len(buf), 64)))] = int(rng.integers(256))
+        ok, reason = b_frames_disposable(bytes(ex), [(bytes(d), k) for d, k in pk])
+        answers.add(ok)
+        assert isinstance(ok, bool) and (ok or reason)
+    assert answers == {True, False}
+    assert b_frames_disposable(extradata, [(b"\x00\x00\x00\x05\x65", True)]) == (False, "bad NAL length")
+    assert b_frames_disposable(None, [(b"no start code", True)]) == (False, "a keyframe that is not an IDR picture")
 
 
 def test_rotation_metadata_is_applied(frames):

@@ -4,8 +4,12 @@ The clip is cut into T equal segments and one frame is taken from each (as train
 spaced frames): a keyframe inside the segment when the container index shows one (one seek, one decoded
 frame), else the first reference frame at or after the segment's anchor, reached by decoding forward with
 non-reference frames skipped (FFmpeg's skip_frame=NONREF: B-frames nobody predicts from are never
-decoded). We seek only when a keyframe lies between the current position and the next target, so no frame
-is decoded twice. `DecodeStats.frames_decoded / T` is the cost figure (metric aesrm_decode_frames_per_sample).
+decoded). H.264 streams whose slice headers prove that no P picture predicts from a B picture
+(service.ingest.h264refs: x264 up to preset `veryfast`, b-pyramid strict or off, ...) are walked with every
+B picture skipped (skip_frame=BIDIR), and the first I/P frame at or after the anchor is taken; the frames
+decoded are bit-identical either way. We seek only when a keyframe lies between the current position and
+the next target, so no frame is decoded twice. `DecodeStats.frames_decoded / T` is the cost figure (metric
+aesrm_decode_frames_per_sample).
 Limits (bytes, pixels, duration, frames) are enforced before and while decoding, so a hostile file can't
 make us decode forever. Decode *work* is bounded too: a clip with one keyframe and 19,000 1080p frames is
 small on the wire but forces decoding nearly every frame, so the pixels decoded may not exceed
@@ -27,6 +31,7 @@ import numpy as np
 
 from service import errors
 from service.ingest.frames import fit_size, letterbox
+from service.ingest.h264refs import b_frames_disposable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ SEGMENT_ANCHOR = 0.0
 # (created per container; most generator output has one slice per frame).
 _THREAD_TYPE = "NONE"
 
+
+# The B-frame proof demuxes every packet and reads its slice headers (~30 us a packet; decoding one 480p
+# frame is ~1.3 ms): worth it up to this many packets per sampled frame, beyond that the walk keeps NONREF.
+_PROOF_PACKETS_PER_SAMPLE = 100
 
 DEFAULT_BUDGET_PIXELS = 1920 * 1080 * 600  # = Settings.decode_budget_pixels' default
 
@@ -125,6 +134,7 @@ def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray
     picked = _pick_segments(container, stream, tb, start, duration, frames, limits, stats, item)
     if not picked:
         raise errors.VideoUndecodable("no frame could be decoded", item=item)
+    stats.extra["picked_pts"] = [f.pts for f in picked]
     return np.stack([_fit(f, width, height, stats) for f in picked])
 
 
@@ -232,20 +242,50 @@ def segment_targets(start: float, duration: float, frames: int, keyframes: list[
     return out
 
 
+def _walk_skip(container, stream, frames: int, stats: DecodeStats) -> str:
+    """The skip_frame setting for walking: "BIDIR" when the stream is H.264 and its slice headers prove that
+    skipping every B picture leaves each I/P picture bit-exact (service.ingest.h264refs), else "NONREF".
+    Reads the packets once (demux only, no decode); the caller seeks before decoding."""
+    stats.extra["walk_skip"] = "NONREF"
+    if stream.codec_context.name != "h264":
+        return "NONREF"
+    cap = _PROOF_PACKETS_PER_SAMPLE * frames
+    if stream.frames and stream.frames > cap:
+        stats.extra["walk_skip_reason"] = f"more than {cap} packets"
+        return "NONREF"
+    packets: list[tuple[bytes, bool]] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:
+                packets.append((bytes(packet), packet.is_keyframe))
+                if len(packets) > cap:
+                    stats.extra["walk_skip_reason"] = f"more than {cap} packets"
+                    return "NONREF"
+    except av.FFmpegError:  # the decode that follows reports what is wrong with the file
+        return "NONREF"
+    ok, reason = b_frames_disposable(stream.codec_context.extradata, packets)
+    stats.extra["walk_skip_reason"] = reason
+    if ok:
+        stats.extra["walk_skip"] = "BIDIR"
+    return stats.extra["walk_skip"]
+
+
 def _pick_segments(container, stream, tb, start, duration, frames, limits, stats, item) -> list:
-    """One frame per segment, walking with non-reference frames skipped (the decoder never outputs them).
+    """One frame per segment, walking with non-reference frames skipped (the decoder never outputs them),
+    and every B frame too where that is proven exact (_walk_skip).
 
     Training clips are T consecutive, evenly spaced frames, and a frame anywhere in a target's segment
     keeps that spacing to within a fraction of a segment, so the cheapest frame in each segment is taken:
     a keyframe in it, else the first reference frame at or after its anchor. Reference frames are what
     the walk has to decode anyway, so skipping the others costs nothing in fidelity of the picked frame.
-    When a segment holds no reference frame (very short clips), that one target is decoded exactly; when
-    the codec outputs nothing with non-reference skipping, the whole clip falls back to exact targets.
+    When a segment holds no frame the walk decodes (very short clips), that one target is decoded exactly;
+    when the codec outputs nothing with skipping, the whole clip falls back to exact targets.
     """
     keyframes = _keyframe_pts(stream, tb, start)
     segments = segment_targets(start, duration, frames, keyframes)
     ctx = stream.codec_context
-    ctx.skip_frame = "NONREF"
+    walk_skip = _walk_skip(container, stream, frames, stats)
+    ctx.skip_frame = walk_skip
     picked: list = []
     decoder, current, current_t = None, None, -float("inf")
     for target, _, seg_end in segments:
@@ -263,7 +303,7 @@ def _pick_segments(container, stream, tb, start, duration, frames, limits, stats
             return _pick_frames(container, stream, tb, [t for t, _, _ in segments], limits, stats, item)
         ctx.skip_frame = "DEFAULT"
         exact = _pick_frames(container, stream, tb, [target], limits, stats, item, len(picked), frames)
-        ctx.skip_frame = "NONREF"
+        ctx.skip_frame = walk_skip
         decoder, current, current_t = None, None, -float("inf")
         if exact:
             picked.append(exact[0])

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_group_size: int = Field(32, ge=2)
     allowed_roots: list[str] = Field(default_factory=list, description="Dirs path inputs may come from.")
     decode_workers: int = Field(4, ge=1, description="Bounded PyAV decode thread pool.")
+    worker_nice: int = Field(
+        5, ge=0, le=19,
+        description="Niceness added (Linux, per thread) to the decode and inference threads, so the event loop "
+                    "(HTTP, cache hits, aggregation) gets a core first under load; 0 = same priority.")
     decode_queue_size: int = Field(256, ge=1, description="Videos waiting for a decode thread; full -> 429.")
     decode_budget_pixels: int = Field(
         1920 * 1080 * 600, ge=1,

@@ -19,6 +19,7 @@ import numpy as np
 
 from service import errors
 from service.contract import BackendTiming, PairLogits
+from service.engine.threads import lower_thread_priority
 from service.lifecycle import stop_tasks
 from service.metrics import Metrics
 
@@ -37,12 +38,13 @@ class _Job:
 
 class MicroBatcher:
     def __init__(self, run: RunBatch, *, max_videos: int, max_wait_ms: float, queue_size: int,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, thread_nice: int = 0) -> None:
         self._run = run
         self._max_videos, self._max_wait = max_videos, max_wait_ms / 1000.0
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         self._metrics = metrics
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference",
+                                            initializer=lower_thread_priority, initargs=(thread_nice,))
         self._task: asyncio.Task | None = None
         self._carry: _Job | None = None  # a job that did not fit the last batch; runs next, keeping FIFO
 

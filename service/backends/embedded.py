@@ -30,7 +30,7 @@ class EmbeddedBackend:
         self._contract: ModelContract | None = None
         self._batcher = MicroBatcher(self._forward, max_videos=settings.max_batch_videos,
                                      max_wait_ms=settings.max_batch_wait_ms, queue_size=settings.queue_size,
-                                     metrics=metrics)
+                                     metrics=metrics, thread_nice=settings.worker_nice)
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)

@@ -18,7 +18,7 @@ from service import errors
 from service.cache import ScoreCache, pair_key
 from service.config import Settings
 from service.contract import ModelContract, ScorerBackend
-from service.engine.threads import configure_cpu_threads
+from service.engine.threads import configure_cpu_threads, lower_thread_priority
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.sources import LoadedInput, tensor_sample
 from service.metrics import Metrics
@@ -53,7 +53,8 @@ class Outcome:
 class ScoringPipeline:
     def __init__(self, settings: Settings, backend: ScorerBackend, cache: ScoreCache, metrics: Metrics):
         self.settings, self.backend, self.cache, self.metrics = settings, backend, cache, metrics
-        self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode",
+                                        initializer=lower_thread_priority, initargs=(settings.worker_nice,))
         self._limits = DecodeLimits.from_settings(settings)
         self._decodes_waiting = 0
         configure_cpu_threads()  # before the backend imports torch: decode, model and numpy share the cores

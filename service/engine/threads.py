@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +29,21 @@ def configure_cpu_threads() -> None:
     except ImportError:  # server extra not installed: nothing to pin
         return
     threadpool_limits(1, user_api="blas")
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by `nice` (a ThreadPoolExecutor initializer).
+
+    The event loop runs the short, latency-bound work (HTTP parsing, cache hits, the ~0.3 ms aggregation) and
+    the pools run the long, throughput-bound work (decode, forward); with both runnable on 2 cores the
+    scheduler otherwise shares the cores evenly and a 0.3 ms aggregation waits 10+ ms for its turn. Linux
+    niceness is per thread, and threads started later by this one (torch's OpenMP workers, created at the
+    first forward on the inference thread) inherit it. No-op elsewhere, or when nice is 0; raising
+    niceness needs no privilege."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # a sandbox without setpriority: same priority, as before
+        log.warning("could not lower the priority of thread %s: %s", tid, exc)

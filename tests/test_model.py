@@ -322,3 +322,29 @@ def test_wrong_way_term_charges_only_sibling_criteria_that_favour_the_edited_sid
                                      ("sharpness", -WRONG_WAY_MARGIN / 4, False), ("exposure", -4.0, False)]:
             extra = loss_with(name, logit, 1.0) - loss_with(name, logit, 0.0)
             assert (extra > 0.1) if charged else extra == pytest.approx(0.0, abs=1e-6), (name, logit, extra)
+
+
+def test_off_dim_margin_sets_where_the_dimension_hinge_starts():
+    """--off-dim-margin: another dimension's logit of 0.35 is free under the default margin 0.5 and
+    charged under 0.2."""
+    from service.training.train import pair_loss
+
+    class Src:
+        levels = _photo("chelsea")
+
+    clips, c, _ = sample_group([Src], np.random.default_rng([9, 2]), criterion=CRITERIA.index("noise"))
+    clips, crit = torch.from_numpy(clips[None]), torch.tensor([c])
+    flip = torch.zeros(1, 3, dtype=torch.bool)
+    model, _ = untrained_proxy(seed=4)
+    model.train()
+    with torch.no_grad():
+        emb = model.encode(clips.flatten(0, 1))
+        diff = emb[0] - emb[2]
+        model.criterion_w.zero_()
+        k = CRITERIA.index("exposure")  # a VA criterion; VA is not the edited dimension (VF)
+        model.criterion_w[k] = diff / diff.square().sum() * 0.35 / float(model.dimension_weights()[0, k])
+        base = float(pair_loss(model, clips, crit, flip)[0])
+        wide = float(pair_loss(model, clips, crit, flip, off_dim=1.0, off_dim_margin=0.5)[0])
+        tight = float(pair_loss(model, clips, crit, flip, off_dim=1.0, off_dim_margin=0.2)[0])
+    assert wide == pytest.approx(base, abs=1e-6)
+    assert tight > base + 1e-4

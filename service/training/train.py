@@ -27,7 +27,8 @@ from service.training.sources import cache_dir, data_hash, load_sources, sources
 
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
-            "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5}
+            "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
+            "off_dim_margin": 0.5}
 
 
 def seed_everything(seed: int) -> None:
@@ -45,7 +46,8 @@ TEMPERATURE_RANGE = (0.25, 16.0)
 
 
 def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor,
-              off_dim: float = 0.0, off_crit: float = 0.0, wrong_way: float = 0.0):
+              off_dim: float = 0.0, off_crit: float = 0.0, wrong_way: float = 0.0,
+              off_dim_margin: float = OFF_TARGET_MARGIN):
     """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first.
 
     BCE on the edited criterion's and its dimension's logit, plus (RED-Aes relative consistency) the two
@@ -80,7 +82,7 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
         same = DIM_OF_CRITERION[None] == d[:, None]
         other_c = torch.ones_like(cl).scatter_(1, c[:, None], 0.0)
         margin = torch.where(same, SAME_DIM_MARGIN, OFF_TARGET_MARGIN)
-        loss = loss + off_dim * (_hinge(dim, OFF_TARGET_MARGIN) * other_d).sum(1).mean() / 2 \
+        loss = loss + off_dim * (_hinge(dim, off_dim_margin) * other_d).sum(1).mean() / 2 \
             + off_crit * (_hinge(cl, margin) * other_c).sum(1).mean() / other_c.sum(1).mean()
     if wrong_way:
         sib = (DIM_OF_CRITERION[None] == d[:, None]).float().scatter_(1, c[:, None], 0.0)  # same dim, not edited
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         for clips, crit in dl:
             flip = torch.rand(clips.shape[0], len(GROUP_PAIRS), generator=flip_gen) < 0.5
             loss, acc = pair_loss(model, clips, crit, flip, args.off_target_dim, args.off_target_crit,
-                                  args.wrong_way)
+                                  args.wrong_way, args.off_dim_margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -26,9 +26,9 @@ from service.model.network import DIMENSIONS
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups
 from service.training.evaluate import EVAL_SEED, embed_groups
 from service.training.heldout import STRONG, ece
+from service.training.train import fit_temperature
 
 DIM_OF = np.array([DIMENSIONS.index(d) for d in CRITERION_DIMENSION])
-GRID = np.exp(np.linspace(np.log(0.25), np.log(16.0), 97))  # = train.TEMPERATURE_RANGE, 97 steps
 
 
 @torch.inference_mode()
@@ -67,17 +67,6 @@ def _bound(x: np.ndarray, b: float) -> np.ndarray:
     return b * np.tanh(x / b) if b > 0 else x
 
 
-def _ce(on: np.ndarray, off: np.ndarray) -> float:
-    """Cross-entropy: edited dimension label 1, other dimensions label 0.5 (per logit, averaged)."""
-    return float((np.logaddexp(0, -on).sum() + (0.5 * (np.logaddexp(0, -off) + np.logaddexp(0, off))).sum())
-                 / max(1, len(on) + len(off)))
-
-
-def _fit_t(on: np.ndarray, off: np.ndarray | None, b: float) -> float:
-    off = np.zeros(0) if off is None else off
-    return float(min(GRID, key=lambda t: _ce(_bound(on / t, b), _bound(off / t, b))))
-
-
 def _score(dim: np.ndarray, c: np.ndarray, temps: np.ndarray, b: float) -> dict:
     d = DIM_OF[c]
     lg = _bound(dim / temps[None], b)
@@ -99,13 +88,13 @@ def calibration_alternatives(val: tuple, test: tuple, bound: float) -> dict:
     k_of = DIM_OF[vc]
     on = [vd[k_of == k, k] for k in range(len(DIMENSIONS))]
     off = [vd[k_of != k, k] for k in range(len(DIMENSIONS))]
-    shared_mixed = _fit_t(np.concatenate(on), np.concatenate(off), bound)
-    shared_on = _fit_t(np.concatenate(on), None, bound)
+    shared_mixed = fit_temperature(np.concatenate(on), np.concatenate(off), bound)
+    shared_on = fit_temperature(np.concatenate(on), None, bound)
     fits = {
         "shared, off-target label 0.5 (shipped)": np.full(3, shared_mixed),
         "shared, edited dimension only": np.full(3, shared_on),
-        "per dimension, edited dimension only": np.array([_fit_t(on[k], None, bound) for k in range(3)]),
-        "per dimension, off-target label 0.5": np.array([_fit_t(on[k], off[k], bound) for k in range(3)]),
+        "per dimension, edited dimension only": np.array([fit_temperature(on[k], None, bound) for k in range(3)]),
+        "per dimension, off-target label 0.5": np.array([fit_temperature(on[k], off[k], bound) for k in range(3)]),
     }
     return {name: _score(td, tc, t, bound) for name, t in fits.items()}
 

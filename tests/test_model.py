@@ -212,19 +212,24 @@ def test_calibration_is_saved_with_the_checkpoint_and_applied_after_loading(tmp_
         assert torch.equal(loaded(a, b)[0], model(a, b)[0])
 
 
+def _noise_group(photo: str, seed: int):
+    """One training group (clean, moderate, strong noise) of a test photo, better side first, and an
+    untrained proxy in train mode: the inputs of the pair_loss tests."""
+    class Src:
+        levels = _photo(photo)
+
+    clips, c, _ = sample_group([Src], np.random.default_rng([9, seed]), criterion=CRITERIA.index("noise"))
+    model, _ = untrained_proxy(seed=4)
+    return (torch.from_numpy(clips[None]), torch.tensor([c]), torch.zeros(1, 3, dtype=torch.bool),
+            model.train())
+
+
 def test_off_target_penalty_counts_only_other_dimensions_beyond_the_margin():
     """RED-Aes relative consistency: a single-edit pair pays for other dimensions' logits only beyond
     OFF_TARGET_MARGIN; small co-movements are free, large ones cost."""
     from service.training.train import pair_loss
 
-    class Src:
-        levels = _photo("rocket")
-
-    clips, c, _ = sample_group([Src], np.random.default_rng([9, 1]), criterion=CRITERIA.index("noise"))
-    clips, crit = torch.from_numpy(clips[None]), torch.tensor([c])
-    flip = torch.zeros(1, 3, dtype=torch.bool)
-    model, _ = untrained_proxy(seed=4)
-    model.train()
+    clips, crit, flip, model = _noise_group("rocket", 1)
     with torch.no_grad():
         model.criterion_w.mul_(1e-6)  # every logit ~0: inside the margin
         base, _ = pair_loss(model, clips, crit, flip)
@@ -297,17 +302,11 @@ def test_dimensions_share_one_temperature(proxy):
 def test_wrong_way_term_charges_only_sibling_criteria_that_favour_the_edited_side():
     """2.1.0's wrong_way term: on a noise pair, a VF sibling (sharpness) that says the NOISY clip is better
     pays beyond WRONG_WAY_MARGIN; the same sibling agreeing with the label, or a criterion of another
-    dimension, pays nothing in this term (the off-target hinge covers those)."""
+    dimension, pays nothing in this term (the off-target hinge covers those). flip all False: better side
+    first, label 1, a positive logit agrees."""
     from service.training.train import WRONG_WAY_MARGIN, pair_loss
 
-    class Src:
-        levels = _photo("rocket")
-
-    clips, c, _ = sample_group([Src], np.random.default_rng([9, 1]), criterion=CRITERIA.index("noise"))
-    clips, crit = torch.from_numpy(clips[None]), torch.tensor([c])
-    flip = torch.zeros(1, 3, dtype=torch.bool)  # better side first: label 1, a positive logit agrees
-    model, _ = untrained_proxy(seed=4)
-    model.train()
+    clips, crit, flip, model = _noise_group("rocket", 1)
     with torch.no_grad():
         emb = model.encode(clips.flatten(0, 1))
         diff = emb[0] - emb[2]  # the cleanest vs the noisiest clip of the group
@@ -329,14 +328,7 @@ def test_off_dim_margin_sets_where_the_dimension_hinge_starts():
     charged under 0.2."""
     from service.training.train import pair_loss
 
-    class Src:
-        levels = _photo("chelsea")
-
-    clips, c, _ = sample_group([Src], np.random.default_rng([9, 2]), criterion=CRITERIA.index("noise"))
-    clips, crit = torch.from_numpy(clips[None]), torch.tensor([c])
-    flip = torch.zeros(1, 3, dtype=torch.bool)
-    model, _ = untrained_proxy(seed=4)
-    model.train()
+    clips, crit, flip, model = _noise_group("chelsea", 2)
     with torch.no_grad():
         emb = model.encode(clips.flatten(0, 1))
         diff = emb[0] - emb[2]

@@ -10,9 +10,9 @@ and zoomed, each sample graded with noise / blur / darkening / flicker. Producin
     (``service.client.frames``), all 8 groups in ONE ``POST /v1/groups/upload`` (one pipeline run).
 (b) what a user writes today: encode every sample to MP4 (timed separately: it is worker time too),
     then one ``/v1/group/upload`` per prompt with the full files; the server decodes and samples.
-(c) a naive reward server as trainers' own servers are written: decode every frame of both videos for
-    every pair, one forward per pair, one order, no cache (measured on --naive-groups groups, reported
-    per step = time per group x prompts).
+(c) a naive reward server as trainers' own servers are written (load_tests/naive_server.py's work, in
+    process): decode every frame of each video once, one forward per pair, one order, no cache (measured
+    on --naive-groups groups, reported per step = time per group x prompts).
 Prints time per step, rewards/s, bytes uploaded per step and the ratios.
 """
 
@@ -54,17 +54,19 @@ def to_mp4(video) -> bytes:
     return encode(frames.permute(0, 2, 3, 1).contiguous().numpy(), "h264", fps=16)
 
 
-def naive_group(model, mp4s: list[bytes], t: int, h: int, w: int) -> None:
+def naive_group(model, mp4s: list[bytes]) -> None:
+    """The naive server's work for one group (load_tests.naive_server): each video fully decoded once, the
+    model's views of its T frames, one forward per pair in one order."""
     import torch
 
-    from service.tools.bench import _full_decode_sample
+    from load_tests.naive_server import naive_sample
 
-    for i in range(len(mp4s)):
-        for j in range(i + 1, len(mp4s)):
-            a = _full_decode_sample(mp4s[i], t, h, w)
-            b = _full_decode_sample(mp4s[j], t, h, w)
-            with torch.inference_mode():
-                model(torch.from_numpy(a[None]), torch.from_numpy(b[None]))
+    views = model.config.views()
+    clips = [{k: torch.from_numpy(v[None]) for k, v in naive_sample(m, views).items()} for m in mp4s]
+    with torch.inference_mode():
+        for i in range(len(clips)):
+            for j in range(i + 1, len(clips)):
+                model.forward_views(clips[i], clips[j])
 
 
 def main() -> None:
@@ -92,7 +94,6 @@ def main() -> None:
             AesRMClient(stack.base, api_key=KEY, timeout=600) as client:
         scorer = GroupScorer(client, max_videos_per_call=n)
         scorer.prep.ensure(client)
-        c = scorer.prep.contract
         warm = scorer.prepare([sample(base_clip(99, 9, 64, 96), k, 0) for k in range(2)])
         scorer.score_prepared(["w", "w"], warm)  # model and connection warm, not timed
 
@@ -132,7 +133,7 @@ def main() -> None:
         model.eval()
         t = time.perf_counter()
         for p in range(args.naive_groups):
-            naive_group(model, mp4s[p * args.group:(p + 1) * args.group], c.frames, c.height, c.width)
+            naive_group(model, mp4s[p * args.group:(p + 1) * args.group])
         naive_step = (time.perf_counter() - t) / args.naive_groups * args.prompts
 
     agree = np.mean([np.array_equal(np.argsort(ours.rewards[p * args.group:(p + 1) * args.group]),

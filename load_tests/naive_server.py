@@ -29,40 +29,46 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 
+def naive_sample(data: bytes, views) -> dict[str, np.ndarray]:
+    """Every frame decoded, the model's T picked, the model's views made of them (service.ingest.views)."""
+    from service.ingest.frames import uniform_indices
+    from service.ingest.views import render_frames
+
+    t = views[0].frames
+    with av.open(io.BytesIO(data)) as c:
+        stream = c.streams.video[0]
+        if stream.frames:  # count known from the container: keep only the picked frames
+            want = set(uniform_indices(stream.frames, t).tolist())
+            kept = {i: f for i, f in enumerate(c.decode(stream)) if i in want}
+            picked = [kept[i] for i in uniform_indices(stream.frames, t) if i in kept]
+        else:
+            frames = list(c.decode(stream))
+            picked = [frames[i] for i in uniform_indices(len(frames), t)]
+    while len(picked) < t:
+        picked.append(picked[-1])
+    return render_frames(picked, views)
+
+
 def naive_app(threads: int) -> FastAPI:
     import torch
 
-    from service.ingest.frames import fit_frame, uniform_indices
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy
 
     torch.set_num_threads(threads)
-    model, manifest = load_proxy(DEFAULT_CHECKPOINT)
-    t, h, w = int(manifest["frames"]), int(manifest["height"]), int(manifest["width"])
+    model, _ = load_proxy(DEFAULT_CHECKPOINT)
+    views = model.config.views()
     app = FastAPI()
-
-    def sample(data: bytes) -> np.ndarray:
-        with av.open(io.BytesIO(data)) as c:
-            stream = c.streams.video[0]
-            if stream.frames:  # count known from the container: keep only the picked frames
-                want = set(uniform_indices(stream.frames, t).tolist())
-                kept = {i: f for i, f in enumerate(c.decode(stream)) if i in want}
-                picked = [kept[i] for i in uniform_indices(stream.frames, t) if i in kept]
-            else:
-                frames = list(c.decode(stream))
-                picked = [frames[i] for i in uniform_indices(len(frames), t)]
-        while len(picked) < t:
-            picked.append(picked[-1])
-        return np.stack([fit_frame(f, w, h) for f in picked])
 
     @app.post("/v1/group")
     def group(body: dict) -> dict:
-        clips = [torch.from_numpy(sample(base64.b64decode(v["base64"])))[None] for v in body["videos"]]
+        clips = [{k: torch.from_numpy(v)[None] for k, v in naive_sample(base64.b64decode(b["base64"]), views).items()}
+                 for b in body["videos"]]
         g = len(clips)
         prob = np.full((g, g), np.nan)
         with torch.inference_mode():
             for i in range(g):
                 for j in range(i + 1, g):
-                    dim, _ = model(clips[i], clips[j])
+                    dim, _ = model.forward_views(clips[i], clips[j])
                     p = float(torch.sigmoid(dim.mean()))
                     prob[i, j], prob[j, i] = p, 1 - p
         rewards = np.nanmean(prob, axis=1)

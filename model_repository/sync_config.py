@@ -8,8 +8,10 @@ config disagrees with the checkpoint. After retraining, run this instead of hand
     .venv/bin/python model_repository/sync_config.py --untrained --repo /tmp/repo   # tests: random init
 
 Writes aesrm_proxy/config.pbtxt, aesrm_proxy/configs/gpu.pbtxt (KIND_GPU) and aesrm_proxy_trt/config.pbtxt.
-The optional `novelty` output ([2]: side a, side b) is declared exactly when the checkpoint has fitted novelty
-statistics (manifest "novelty"); the gateway requests it only when it is declared.
+The inputs are one `<view>_a` / `<view>_b` pair per input view of the checkpoint (`views` parameter, read by
+the gateway: service.contract.parse_views). The optional `novelty` output ([2]: side a, side b) is declared
+exactly when the checkpoint has fitted novelty statistics (manifest "novelty"); the gateway requests it only
+when it is declared.
 """
 
 from __future__ import annotations
@@ -33,23 +35,34 @@ def manifest_params(manifest: dict, checkpoint: str, seed: int = 0) -> dict[str,
          "checkpoint_sha256": str(manifest.get("checkpoint_sha256", "")) if trained else "",
          "criteria": ",".join(manifest["criteria"]),
          "criterion_dimension": ",".join(manifest["criterion_dimension"]),
-         "calibrated": str(bool(manifest.get("calibrated", False)) and trained).lower()}
+         "calibrated": str(bool(manifest.get("calibrated", False)) and trained).lower(),
+         "views": manifest.get("views", "frames:letterbox")}
     if not trained:
         p["seed"] = str(seed)
     return p
 
 
 def apply(text: str, params: dict[str, str], manifest: dict, extra: dict[str, str] | None = None) -> str:
-    """Replace the generated parameter block and the frame/criterion dims in one config text."""
+    """Replace the generated parameter block, the inputs (one pair per view) and the criterion dims in one
+    config text."""
     all_params = {**params, **(extra or {})}
     rows = ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in all_params.items())
     block = f"{BEGIN}\nparameters [\n{rows}\n]\n{END}"
     text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    fdims = f'{manifest["frames"]}, {manifest["height"]}, {manifest["width"]}, 3'
-    text = re.sub(r'(name: "frames_[ab]" data_type: TYPE_UINT8 dims: \[ )[^\]]*( \])', rf"\g<1>{fdims}\2", text)
+    text = re.sub(r"\ninput \[\n.*?\n\]\n", lambda _: "\ninput [\n" + ",\n".join(input_lines(manifest)) + "\n]\n",
+                  text, count=1, flags=re.S)
     n = len(manifest["criteria"])
     text = re.sub(r'(name: "criterion_logits" data_type: TYPE_FP32 dims: \[ )[^\]]*( \])', rf"\g<1>{n}\2", text)
     return novelty_output(text, bool(manifest.get("novelty", False)))
+
+
+def input_lines(manifest: dict) -> list[str]:
+    """`<view>_a` / `<view>_b` uint8 [T, H, W, 3] for every view of the checkpoint's architecture."""
+    from service.model.network import ProxyConfig
+
+    views = ProxyConfig.from_dict(manifest["config"]).views()
+    return [f'  {{ name: "{v.name}_{side}" data_type: TYPE_UINT8 dims: [ {v.frames}, {v.height}, {v.width}, 3 ] }}'
+            for v in views for side in "ab"]
 
 
 NOVELTY_LINE = '  { name: "novelty" data_type: TYPE_FP32 dims: [ 2 ] }'

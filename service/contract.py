@@ -8,12 +8,65 @@ and the scoring pipeline only ever see this module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 DIMENSIONS: tuple[str, ...] = ("VA", "VF", "VP")
 """Visual Aesthetics, Visual Fidelity, Visual Plausibility - the order of the logits axis."""
+
+LETTERBOX, FRAGMENTS = "letterbox", "fragments"
+KINDS = (LETTERBOX, FRAGMENTS)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One model input per side: tensors ``<name>_a`` / ``<name>_b`` of uint8 [T, H, W, 3]."""
+
+    name: str
+    kind: str
+    frames: int
+    height: int
+    width: int
+    grid: int = 0  # fragments: grid x grid patches of (height // grid) x (width // grid) native pixels
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"view {self.name}: unknown kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if min(self.frames, self.height, self.width) <= 0:
+            raise ValueError(f"view {self.name}: sizes must be positive")
+        if self.kind == FRAGMENTS and (self.grid <= 0 or self.height % self.grid or self.width % self.grid):
+            raise ValueError(f"view {self.name}: fragments need a grid dividing {self.height}x{self.width}")
+
+    @property
+    def key(self) -> str:
+        """Part of the cache key: results depend on how every view was made."""
+        base = f"T{self.frames}xH{self.height}xW{self.width}"
+        return base if self.kind == LETTERBOX else f"{self.name}:{self.kind}{self.grid}:{base}"
+
+    def describe(self) -> str:
+        """The `views` parameter form (manifest, Triton config): ``name:kind`` or ``name:fragments:grid``."""
+        return f"{self.name}:{self.kind}" + (f":{self.grid}" if self.kind == FRAGMENTS else "")
+
+
+def parse_views(text: str, shapes: dict[str, tuple[int, int, int]]) -> tuple[ViewSpec, ...]:
+    """Views from the `views` parameter ("frames:letterbox,fragments:fragments:4") and each view's input
+    shape (T, H, W) read from the model's own tensors. ValueError on anything inconsistent."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, kind, *rest = part.split(":") + [""]
+        if name not in shapes:
+            raise ValueError(f"view {name!r} has no input tensors {name}_a / {name}_b")
+        grid = int(rest[0]) if kind == FRAGMENTS and rest and rest[0] else 0
+        out.append(ViewSpec(name, kind, *shapes[name], grid=grid))
+    if not out:
+        raise ValueError("no views declared")
+    return tuple(out)
+
+
+def describe_views(views: tuple[ViewSpec, ...]) -> str:
+    return ",".join(v.describe() for v in views)
+
 
 NOVELTY_THRESHOLD = 1.0
 """Novelty above this: the video is farther from the training distribution than 99% of training clips
@@ -37,11 +90,25 @@ class ModelContract:
     antisymmetric: bool = False  # True when swapping A and B flips the logits exactly
     novelty: bool = False  # the model returns a per-video out-of-distribution signal (PairLogits.novelty)
     calibrated: bool = False  # logits are temperature-calibrated (proxy >= 2.0.0): sigmoid is a probability
+    views: tuple[ViewSpec, ...] = ()  # what the gateway renders per video; () = the single "frames" view
+
+    def __post_init__(self) -> None:
+        """`frames`/`height`/`width` describe the whole-frame ("frames", letterbox) view every model has;
+        other views (fragments) come on top of it and share its T."""
+        main = ViewSpec("frames", LETTERBOX, self.frames, self.height, self.width)
+        if not self.views:
+            object.__setattr__(self, "views", (main,))
+        names = [v.name for v in self.views]
+        if main not in self.views or len(set(names)) != len(names):
+            raise ValueError(f"views {describe_views(self.views)}: need one letterbox view 'frames' of "
+                             f"{self.frames}x{self.height}x{self.width} and distinct names")
+        if any(v.frames != self.frames for v in self.views):
+            raise ValueError("every view samples the same T frames")
 
     @property
     def sampling_key(self) -> str:
-        """Part of every cache key: results depend on how frames were sampled."""
-        return f"T{self.frames}xH{self.height}xW{self.width}"
+        """Part of every cache key: results depend on how frames were sampled and every view made."""
+        return "+".join(v.key for v in self.views)
 
 
 @dataclass
@@ -73,9 +140,9 @@ class PairLogits:
 class ScorerBackend(Protocol):
     """A preference model behind the gateway.
 
-    ``score`` takes the distinct videos of a request once ([V, T, H, W, 3] uint8) and the pairs to compare
-    as index rows [P, 2] (row = (a, b)); backends that can encode each video once (the embedded proxy) do,
-    the others gather frames_a/frames_b per pair.
+    ``score`` takes the distinct videos of a request once, as {view name: uint8 [V, T, H, W, 3]} for every
+    view of the contract, and the pairs to compare as index rows [P, 2] (row = (a, b)); backends that can
+    encode each video once (the embedded proxy) do, the others gather <view>_a / <view>_b per pair.
     """
 
     name: str
@@ -89,4 +156,4 @@ class ScorerBackend(Protocol):
 
     async def ready(self) -> bool: ...
 
-    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits: ...
+    async def score(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits: ...

@@ -88,6 +88,11 @@ class ModelInfo(BaseModel):
     frames: int
     height: int
     width: int
+    views: list[str] = Field(
+        default=["frames:letterbox"],
+        description="What the model sees of each video, rendered by the gateway from the same T sampled frames: "
+                    "'frames:letterbox' (the whole frame fitted into height x width) and, for models that ask "
+                    "for it, 'fragments:fragments:G' (G x G patches cut at native resolution).")
 
 
 class DimensionScores(BaseModel):

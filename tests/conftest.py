@@ -111,6 +111,13 @@ def test_settings(**overrides) -> Settings:
 test_settings.__test__ = False  # a factory, not a test
 
 
+def views_for(contract, videos: np.ndarray) -> dict[str, np.ndarray]:
+    """ScorerBackend.score input for `videos` [V, T, H, W, 3]: every view of the contract, the whole-frame
+    view as given and each other view a shifted copy (different pixels: swapped inputs would show)."""
+    return {v.name: videos if k == 0 else np.ascontiguousarray(np.roll(videos, 17 * k, axis=3))
+            for k, v in enumerate(contract.views)}
+
+
 @contextlib.asynccontextmanager
 async def running_app(settings: Settings, backend=None) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
     """The app with its lifespan run, and an httpx client speaking ASGI to it."""

@@ -44,15 +44,15 @@ class FakeBackend:
     async def ready(self) -> bool:
         return self._batcher.running
 
-    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    async def score(self, videos: dict[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         return await self._batcher.submit(videos, pairs)
 
-    def _forward(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    def _forward(self, videos: dict[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         self.forwards += 1
-        x = videos.astype(np.float32) / 255.0
+        x = videos["frames"].astype(np.float32) / 255.0
         feats = np.stack([x.mean(axis=(1, 2, 3, 4)), x.std(axis=(1, 2, 3, 4)),
                           np.abs(np.diff(x, axis=3)).mean(axis=(1, 2, 3, 4))], axis=1)
-        time.sleep(self._work_s * len(videos))  # releases the GIL, like a torch/GPU forward
+        time.sleep(self._work_s * len(x))  # releases the GIL, like a torch/GPU forward
         return PairLogits(((feats[pairs[:, 0]] - feats[pairs[:, 1]]) * 10.0).astype(np.float32), None)
 
 
@@ -76,7 +76,7 @@ class DelayedBackend:
     async def ready(self) -> bool:
         return await self.inner.ready()
 
-    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    async def score(self, videos: dict[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         self.calls += 1
         try:
             await asyncio.sleep(self.delay_s)

@@ -40,7 +40,7 @@ def test_every_family_changes_the_clip_and_is_seeded(family):
     b = heldout.heldout_groups(src, 1, families=(family,))[0]
     clips, fam, st = a
     assert fam == family and st[0] == 0.0 < st[1] < st[2] and np.array_equal(clips, b[0])
-    assert clips.shape == (3, 8, 128, 128, 3) and clips.dtype == np.uint8
+    assert clips.shape == (3, 16, 128, 128, 3) and clips.dtype == np.uint8  # whole frames + fragments
     diff = np.abs(clips.astype(np.int16) - clips[0].astype(np.int16)).mean(axis=(1, 2, 3, 4))
     assert diff[1] > 0.1 and diff[2] > 0.1, diff
     if family in heldout.GRADED and family not in ("dropped_frames", "frame_shuffle"):  # index edits: steps

@@ -13,7 +13,9 @@ import pytest
 from service import errors
 from service.examples import encode, pan_frames, photo
 from service.ingest import sources
-from service.ingest.decode import DecodeLimits, DecodeStats, _fit, decode_sample
+from service.contract import LETTERBOX, ViewSpec
+from service.ingest.decode import DecodeLimits, decode_sample
+from service.ingest.views import render_frame
 from service.ingest.h264refs import b_frames_disposable
 
 LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration_s=120, max_frames=20_000)
@@ -141,8 +143,9 @@ def test_picked_frames_are_bit_identical_to_a_full_decode(pan_5s, name):
     full = _full_decode(data)
     out, stats = decode_sample(data, 8, 64, 64, LIMITS)
     assert stats.extra["walk_skip"] == expect, stats.extra
+    view = ViewSpec("frames", LETTERBOX, 8, 64, 64)
     for k, pts in enumerate(stats.extra["picked_pts"]):
-        assert np.array_equal(out[k], _fit(full[pts][1], 64, 64, DecodeStats())), (name, k, pts)
+        assert np.array_equal(out[k], render_frame(full[pts][1], view)), (name, k, pts)
         if expect == "BIDIR":
             assert full[pts][0] in "IP", (name, k, full[pts][0])  # only I/P frames were decoded on the walk
 

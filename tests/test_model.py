@@ -143,9 +143,9 @@ def test_prefers_unedited_held_out_clip(proxy, photo, criterion, strength):
     x = camera_frames(levels, cam, {})
     clean = finish(x, {})
     edited = finish(x, {criterion: (strength, 7, -1.0)})
-    assert clean.shape == (8, 128, 128, 3) and clean.dtype == np.uint8
+    assert clean.shape == (16, 128, 128, 3) and clean.dtype == np.uint8  # whole frames + fragments
     with torch.inference_mode():
-        dim, crit = model(torch.from_numpy(clean[None]), torch.from_numpy(edited[None]))
+        dim, crit = model.forward_packed(torch.from_numpy(clean[None]), torch.from_numpy(edited[None]))
     d = DIMENSIONS.index(CRITERION_DIMENSION[CRITERIA.index(criterion)])
     assert dim[0, d] > 0 and crit[0, CRITERIA.index(criterion)] > 0
 
@@ -158,7 +158,7 @@ def test_data_stream_is_seeded():
     a, c1, st1 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
     b, c2, st2 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
     assert c1 == c2 and st1 == st2 and np.array_equal(a, b)
-    assert a.shape == (3, 8, 128, 128, 3) and a.dtype == np.uint8
+    assert a.shape == (3, 16, 128, 128, 3) and a.dtype == np.uint8  # views stacked along time
     assert st1[0] < st1[1] < st1[2] and not np.array_equal(a[0], a[2])
 
 
@@ -170,7 +170,7 @@ def test_orientation_features_track_camera_roll():
     feats = []
     for s in (0.0, 0.3, 0.6, 1.0):
         x = finish(camera_frames(levels, cam, {"composition_tilt": (s, 7, 1.0)} if s else {}), {})
-        raw = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+        raw = torch.from_numpy(x[:8]).permute(0, 3, 1, 2).float()  # the whole-frame view
         feats.append(_orientation(raw).mean(0))
     alignment, rotation = [float(f[0]) for f in feats], [float(f[1]) for f in feats]
     assert all(a > b for a, b in zip(alignment, alignment[1:])), alignment
@@ -184,7 +184,7 @@ def test_tilted_held_out_clip_loses(proxy):
     level = finish(camera_frames(levels, cam, {}), {})
     tilted = finish(camera_frames(levels, cam, {"composition_tilt": (1.0, 7, 1.0)}), {})
     with torch.inference_mode():
-        dim, crit = model(torch.from_numpy(level[None]), torch.from_numpy(tilted[None]))
+        dim, crit = model.forward_packed(torch.from_numpy(level[None]), torch.from_numpy(tilted[None]))
     assert dim[0, DIMENSIONS.index("VA")] > 0 and crit[0, CRITERIA.index("composition_tilt")] > 0
 
 
@@ -209,7 +209,7 @@ def test_calibration_is_saved_with_the_checkpoint_and_applied_after_loading(tmp_
     assert torch.equal(loaded.dim_temperature, model.dim_temperature) and manifest["calibrated"] is True
     a, b = torch.from_numpy(groups[0][0][:1]), torch.from_numpy(groups[0][0][2:])
     with torch.inference_mode():
-        assert torch.equal(loaded(a, b)[0], model(a, b)[0])
+        assert torch.equal(loaded.forward_packed(a, b)[0], model.forward_packed(a, b)[0])
 
 
 def _noise_group(photo: str, seed: int):
@@ -308,7 +308,7 @@ def test_wrong_way_term_charges_only_sibling_criteria_that_favour_the_edited_sid
 
     clips, crit, flip, model = _noise_group("rocket", 1)
     with torch.no_grad():
-        emb = model.encode(clips.flatten(0, 1))
+        emb = model.encode_packed(clips.flatten(0, 1))
         diff = emb[0] - emb[2]  # the cleanest vs the noisiest clip of the group
         direction = diff / diff.square().sum()  # w . diff == 1 for w = direction
 
@@ -330,7 +330,7 @@ def test_off_dim_margin_sets_where_the_dimension_hinge_starts():
 
     clips, crit, flip, model = _noise_group("chelsea", 2)
     with torch.no_grad():
-        emb = model.encode(clips.flatten(0, 1))
+        emb = model.encode_packed(clips.flatten(0, 1))
         diff = emb[0] - emb[2]
         model.criterion_w.zero_()
         k = CRITERIA.index("exposure")  # a VA criterion; VA is not the edited dimension (VF)

@@ -72,16 +72,16 @@ async def test_a_backend_job_whose_caller_left_is_dropped_before_inference_and_c
     try:
         videos = np.zeros((2, 8, 64, 64, 3), np.uint8)
         rows = np.array([[0, 1]])
-        first = asyncio.ensure_future(backend.score(videos, rows))
+        first = asyncio.ensure_future(backend.score({"frames": videos}, rows))
         for _ in range(1000):  # wait (by events, not time) until the first forward has started
             if backend.forwards:
                 break
             await asyncio.sleep(0.001)
-        second = asyncio.ensure_future(backend.score(videos + 1, rows))
+        second = asyncio.ensure_future(backend.score({"frames": videos + 1}, rows))
         await asyncio.sleep(0)
         second.cancel()  # caller gone (timeout / client disconnect) while queued
         await first
-        third = await backend.score(videos + 2, rows)  # the loop has moved past the cancelled job
+        third = await backend.score({"frames": videos + 2}, rows)  # the loop has moved past the cancelled job
         assert third.dimension.shape == (1, 3)
         assert backend.forwards == 2  # first and third; the cancelled one never reached the model
         assert metric_value(metrics.registry_text(), "aesrm_requests_dropped_total",

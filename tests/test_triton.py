@@ -20,7 +20,7 @@ from service.backends.triton import TritonBackend
 from service.config import Settings
 from service.metrics import Metrics
 from service.tools.triton_launcher import TritonServer
-from tests.conftest import metric_value, running_app, test_settings
+from tests.conftest import metric_value, running_app, test_settings, views_for
 from tests.server_process import synced_triton
 
 pytest.importorskip("pytriton")
@@ -90,11 +90,11 @@ async def test_scores_equal_embedded(triton, embedded, shm):
     backend = TritonBackend(_settings(triton, triton_shared_memory=shm), Metrics())
     await backend.start()
     try:
-        got = await backend.score(videos, pairs)
-        again = await backend.score(videos[:2], np.array([[0, 1]]))  # regions reused
+        got = await backend.score(views_for(backend.contract(), videos), pairs)
+        again = await backend.score(views_for(backend.contract(), videos[:2]), np.array([[0, 1]]))  # regions reused
     finally:
         await backend.close()
-    want = await embedded.score(videos, pairs)
+    want = await embedded.score(views_for(embedded.contract(), videos), pairs)
     assert got.dimension.shape == (len(pairs), 3) and got.criteria.shape == want.criteria.shape
     np.testing.assert_allclose(got.dimension, want.dimension, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(got.criteria, want.criteria, atol=1e-4, rtol=1e-4)
@@ -113,9 +113,9 @@ async def test_antisymmetric_model_is_asked_each_pair_once_and_the_reverse_order
     try:
         assert backend.contract().antisymmetric  # declared in aesrm_proxy's config.pbtxt
         before = (await stats.get_inference_statistics("aesrm_proxy", as_json=True))["model_stats"][0]
-        got = await backend.score(videos, both_orders)
+        got = await backend.score(views_for(backend.contract(), videos), both_orders)
         after = (await stats.get_inference_statistics("aesrm_proxy", as_json=True))["model_stats"][0]
-        one = await backend.score(videos, np.array([[1, 2]]))
+        one = await backend.score(views_for(backend.contract(), videos), np.array([[1, 2]]))
     finally:
         await backend.close()
         await stats.close()
@@ -134,7 +134,7 @@ async def test_deadline_is_a_504_not_retried_and_unknown_model_is_unavailable(tr
     try:
         backend._s = backend._s.model_copy(update={"triton_timeout_s": 0.001})
         with pytest.raises(errors.BackendTimeout):
-            await backend.score(_videos(2), np.array([[0, 1]]))
+            await backend.score(views_for(backend.contract(), _videos(2)), np.array([[0, 1]]))
     finally:
         await backend.close()
     missing = TritonBackend(_settings(triton, triton_model="no_such_model"), Metrics())
@@ -191,7 +191,7 @@ async def test_triton_down_gives_503_with_retry_after_then_recovers(triton, clip
     await shm.start()
     async with running_app(_settings(triton, triton_retries=1)) as (client, _):
         assert (await client.post("/v1/pair", json=first)).status_code == 200
-        before = await shm.score(_videos(2, seed=5), np.array([[0, 1]]))
+        before = await shm.score(views_for(shm.contract(), _videos(2, seed=5)), np.array([[0, 1]]))
         triton.kill()
         try:
             r = await client.post("/v1/pair", json=during)
@@ -213,7 +213,7 @@ async def test_triton_down_gives_503_with_retry_after_then_recovers(triton, clip
         assert r.status_code == 200, r.text
         assert (await client.post("/v1/pair", json=during)).status_code == 200
     try:  # a restarted Triton forgot the shared-memory registrations: the backend registers them again
-        after_shm = await shm.score(_videos(2, seed=5), np.array([[0, 1]]))
+        after_shm = await shm.score(views_for(shm.contract(), _videos(2, seed=5)), np.array([[0, 1]]))
         np.testing.assert_allclose(after_shm.dimension, before.dimension, atol=1e-5)
     finally:
         await shm.close()

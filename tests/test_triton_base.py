@@ -71,7 +71,7 @@ def test_base_through_triton(base_server):
             rng = np.random.default_rng(1)
             videos = rng.integers(0, 256, (3, 8, 224, 224, 3), dtype=np.uint8)
             pairs = np.array([[0, 1], [1, 0], [0, 2], [2, 1], [1, 2]])  # 5 > max_batch_size 4: two chunks
-            got = await backend.score(videos, pairs)
+            got = await backend.score({"frames": videos}, pairs)
             return got, videos, pairs
         finally:
             await backend.close()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.metrics import Metrics
-from tests.conftest import test_settings
+from tests.conftest import test_settings, views_for
 from tests.server_process import synced_triton
 from tests.novelty_ckpt import fitted_checkpoint
 
@@ -53,10 +53,10 @@ async def test_triton_returns_novelty_equal_to_embedded(triton, embedded, shm):
     await backend.start()
     try:
         assert backend.contract() == embedded.contract() and backend.contract().novelty is True
-        got = await backend.score(videos, pairs)
+        got = await backend.score(views_for(backend.contract(), videos), pairs)
     finally:
         await backend.close()
-    want = await embedded.score(videos, pairs)
+    want = await embedded.score(views_for(embedded.contract(), videos), pairs)
     assert got.novelty.shape == (4, 2) and want.novelty.shape == (4, 2)
     np.testing.assert_allclose(got.novelty, want.novelty, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got.novelty[1], got.novelty[0][::-1])  # reverse order: the sides swap

@@ -7,8 +7,9 @@ Run ON THE SERVING GPU TYPE, with the TensorRT version of the Triton release tha
     docker run --gpus all --rm -v $PWD:/w -w /w nvcr.io/nvidia/tritonserver:24.10-py3 bash -c \
       "pip install -e '.[model]' onnx onnxruntime && python model_repository/aesrm_proxy_trt/build_engine.py"
 
-Steps 1-2 also run on a CPU box (``--onnx-only``). Shapes and the batch profile come from config.pbtxt
-(dims, max_batch_size), so the engine cannot disagree with what Triton announces.
+Steps 1-2 also run on a CPU box (``--onnx-only``). Inputs, shapes and the batch profile come from
+config.pbtxt (every `<view>_a` / `<view>_b` input, its dims, max_batch_size), so the engine cannot disagree
+with what Triton announces.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def config_shapes(cfg: Path = HERE / "config.pbtxt") -> tuple[list[int], int]:
+def config_shapes(cfg: Path = HERE / "config.pbtxt") -> tuple[dict[str, list[int]], int]:
+    """({input name: dims} in config order, max_batch_size)."""
     text = cfg.read_text()
-    dims = re.search(r'name: "frames_a" data_type: TYPE_UINT8 dims: \[ ([^\]]*) \]', text).group(1)
-    return [int(d) for d in dims.split(",")], int(re.search(r"max_batch_size: (\d+)", text).group(1))
+    inputs = {m.group(1): [int(d) for d in m.group(2).split(",")]
+              for m in re.finditer(r'name: "(\w+)" data_type: TYPE_UINT8 dims: \[ ([^\]]*) \]', text)}
+    return inputs, int(re.search(r"max_batch_size: (\d+)", text).group(1))
 
 
 def _load(checkpoint: str | None, untrained: bool):
@@ -51,34 +54,40 @@ def export_onnx(out: Path, checkpoint: str | None, untrained: bool = False) -> N
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
 
 
-def check_onnx(onnx_path: Path, frame_dims: list[int], checkpoint: str | None, batch: int = 3,
+def _feeds(inputs: dict[str, list[int]], batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {n: rng.integers(0, 256, (batch, *dims), dtype=np.uint8) for n, dims in inputs.items()}
+
+
+def check_onnx(onnx_path: Path, inputs: dict[str, list[int]], checkpoint: str | None, batch: int = 3,
                untrained: bool = False) -> float:
     """Max |ONNX Runtime - PyTorch| on random frames (every output: logits, and novelty when exported)."""
     import onnxruntime as ort
     import torch
 
     model = _load(checkpoint, untrained)
-    rng = np.random.default_rng(0)
-    fa = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
-    fb = rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8)
+    feeds = _feeds(inputs, batch, 0)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if [i.name for i in sess.get_inputs()] != list(inputs):
+        raise SystemExit(f"ONNX inputs {[i.name for i in sess.get_inputs()]} != config.pbtxt {list(inputs)}")
     names = [o.name for o in sess.get_outputs()]
-    got = sess.run(names, {"frames_a": fa, "frames_b": fb})
+    got = sess.run(names, feeds)
     with torch.inference_mode():
         fwd = model.forward_with_novelty if "novelty" in names else model
-        want = [t.numpy() for t in fwd(torch.from_numpy(fa), torch.from_numpy(fb))]
+        want = [t.numpy() for t in fwd(*(torch.from_numpy(a) for a in feeds.values()))]
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 
-def trtexec_command(onnx_path: Path, plan: Path, frame_dims: list[int], max_batch: int, opt: int) -> list[str]:
-    shp = "x".join(map(str, frame_dims))
-    prof = {k: f"frames_a:{b}x{shp},frames_b:{b}x{shp}" for k, b in (("min", 1), ("opt", opt), ("max", max_batch))}
+def trtexec_command(onnx_path: Path, plan: Path, inputs: dict[str, list[int]], max_batch: int, opt: int) -> list[str]:
+    prof = {k: ",".join(f"{n}:{b}x" + "x".join(map(str, dims)) for n, dims in inputs.items())
+            for k, b in (("min", 1), ("opt", opt), ("max", max_batch))}
     return ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan}", "--fp16", f"--minShapes={prof['min']}",
             f"--optShapes={prof['opt']}", f"--maxShapes={prof['max']}", "--builderOptimizationLevel=3",
             "--skipInference"]
 
 
-def build_with_python_api(onnx_path: Path, plan: Path, frame_dims: list[int], max_batch: int, opt: int) -> None:
+def build_with_python_api(onnx_path: Path, plan: Path, inputs: dict[str, list[int]], max_batch: int, opt: int
+                          ) -> None:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -90,8 +99,8 @@ def build_with_python_api(onnx_path: Path, plan: Path, frame_dims: list[int], ma
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    for name in ("frames_a", "frames_b"):
-        profile.set_shape(name, (1, *frame_dims), (opt, *frame_dims), (max_batch, *frame_dims))
+    for name, dims in inputs.items():
+        profile.set_shape(name, (1, *dims), (opt, *dims), (max_batch, *dims))
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
@@ -99,14 +108,13 @@ def build_with_python_api(onnx_path: Path, plan: Path, frame_dims: list[int], ma
     plan.write_bytes(bytes(engine))
 
 
-def check_engine(plan: Path, onnx_path: Path, frame_dims: list[int], batch: int = 8) -> float:
+def check_engine(plan: Path, onnx_path: Path, inputs: dict[str, list[int]], batch: int = 8) -> float:
     """Max |TensorRT FP16 - ONNX Runtime FP32| (expect ~1e-2 on logits)."""
     import onnxruntime as ort
     import tensorrt as trt
     import torch
 
-    rng = np.random.default_rng(1)
-    feeds = {n: rng.integers(0, 256, (batch, *frame_dims), dtype=np.uint8) for n in ("frames_a", "frames_b")}
+    feeds = _feeds(inputs, batch, 1)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     outs = [o.name for o in sess.get_outputs()]  # the logits, and novelty when the model has it
     want = sess.run(outs, feeds)
@@ -136,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--untrained", action="store_true", help="random-init proxy: plumbing checks only")
     ap.add_argument("--print-trtexec", action="store_true", help="print the trtexec command and exit")
     args = ap.parse_args(argv)
-    frame_dims, max_batch = config_shapes()
+    inputs, max_batch = config_shapes()
     onnx_path, plan = Path(args.onnx), Path(args.plan)
     if args.print_trtexec:
-        print(" ".join(trtexec_command(onnx_path, plan, frame_dims, max_batch, args.opt_batch)))
+        print(" ".join(trtexec_command(onnx_path, plan, inputs, max_batch, args.opt_batch)))
         return 0
     export_onnx(onnx_path, args.checkpoint, args.untrained)
-    err = check_onnx(onnx_path, frame_dims, args.checkpoint, untrained=args.untrained)
+    err = check_onnx(onnx_path, inputs, args.checkpoint, untrained=args.untrained)
     print(f"onnx: {onnx_path} max|onnx-torch|={err:.2e}")
     if err > 1e-3:
         raise SystemExit("ONNX export disagrees with PyTorch")
@@ -150,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan.parent.mkdir(parents=True, exist_ok=True)
     try:
-        build_with_python_api(onnx_path, plan, frame_dims, max_batch, args.opt_batch)
+        build_with_python_api(onnx_path, plan, inputs, max_batch, args.opt_batch)
     except ImportError:
         if not shutil.which("trtexec"):
             raise SystemExit("neither the tensorrt Python package nor trtexec is available")
-        subprocess.run(trtexec_command(onnx_path, plan, frame_dims, max_batch, args.opt_batch), check=True)
+        subprocess.run(trtexec_command(onnx_path, plan, inputs, max_batch, args.opt_batch), check=True)
     print(f"engine: {plan} ({plan.stat().st_size / 1e6:.1f} MB)")
     try:
-        err = check_engine(plan, onnx_path, frame_dims)
+        err = check_engine(plan, onnx_path, inputs)
         print(f"engine check: max|trt_fp16-onnx|={err:.3e}")
     except ImportError as exc:
         print(f"engine check skipped ({exc})")

@@ -1,6 +1,6 @@
 """Micro-batching for in-process inference: concurrent requests share one forward pass.
 
-A request is (videos [V,T,H,W,3], pairs [P,2]). The batcher takes the first waiting request, waits at most
+A request is (videos {view: [V,T,H,W,3]}, pairs [P,2]). The batcher takes the first waiting request, waits at most
 `max_wait_ms` for more until `max_videos` is reached, concatenates them (offsetting pair indices), runs one
 forward on a dedicated inference thread and hands each request its slice. The queue is bounded: when it is
 full the request is refused at once (429) instead of growing latency without bound.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -25,15 +25,20 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[np.ndarray, np.ndarray], PairLogits]
+Videos = Mapping[str, np.ndarray]  # view name -> uint8 [V, T, H, W, 3] (ScorerBackend.score)
+RunBatch = Callable[[Videos, np.ndarray], PairLogits]
 
 
 @dataclass
 class _Job:
-    videos: np.ndarray
+    videos: Videos
     pairs: np.ndarray
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.videos.values())))
 
 
 class MicroBatcher:
@@ -63,7 +68,7 @@ class MicroBatcher:
                 job.future.set_exception(errors.BackendUnavailable("backend shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    async def submit(self, videos: Videos, pairs: np.ndarray) -> PairLogits:
         if not self.running:
             raise errors.BackendUnavailable("inference loop is not running")
         job = _Job(videos, pairs, asyncio.get_running_loop().create_future())
@@ -76,7 +81,7 @@ class MicroBatcher:
 
     async def _collect(self) -> list[_Job]:
         jobs = [await self._queue.get()]
-        total = len(jobs[0].videos)
+        total = jobs[0].count
         deadline = time.perf_counter() + self._max_wait
         while total < self._max_videos:
             try:
@@ -84,11 +89,11 @@ class MicroBatcher:
                     self._queue.get(), max(0.0, deadline - time.perf_counter()))
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
-            if total + len(job.videos) > self._max_videos:
+            if total + job.count > self._max_videos:
                 self._carry = job
                 break
             jobs.append(job)
-            total += len(job.videos)
+            total += job.count
         self._metrics.queue_depth.set(self._queue.qsize())
         return self._live(jobs)
 
@@ -112,7 +117,8 @@ class MicroBatcher:
             for job in jobs:
                 self._metrics.stage("queue", started - job.enqueued)
             videos, pairs, splits = _concat(jobs)
-            self._metrics.batch_size.observe(len(videos))
+            n_videos = sum(job.count for job in jobs)
+            self._metrics.batch_size.observe(n_videos)
             self._metrics.batch_pairs.observe(len(pairs))
             try:
                 out = await loop.run_in_executor(self._executor, self._run, videos, pairs)
@@ -130,16 +136,16 @@ class MicroBatcher:
                     nov = None if out.novelty is None else out.novelty[lo:hi]
                     job.future.set_result(PairLogits(out.dimension[lo:hi], crit, BackendTiming(
                         queue_ms=(started - job.enqueued) * 1000, inference_ms=elapsed * 1000,
-                        batch_videos=len(videos)), novelty=nov))
+                        batch_videos=n_videos), novelty=nov))
 
 
-def _concat(jobs: list[_Job]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    videos, pairs, splits = [], [], []
+def _concat(jobs: list[_Job]) -> tuple[dict[str, np.ndarray], np.ndarray, list[tuple[int, int]]]:
+    pairs, splits = [], []
     v_off = p_off = 0
     for job in jobs:
-        videos.append(job.videos)
         pairs.append(job.pairs + v_off)
         splits.append((p_off, p_off + len(job.pairs)))
-        v_off += len(job.videos)
+        v_off += job.count
         p_off += len(job.pairs)
-    return np.concatenate(videos), np.concatenate(pairs), splits
+    views = {name: np.concatenate([job.videos[name] for job in jobs]) for name in jobs[0].videos}
+    return views, np.concatenate(pairs), splits

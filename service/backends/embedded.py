@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -55,11 +56,11 @@ class EmbeddedBackend:
         log.info("embedded backend: %s %s (%s)", self._contract.model_id, self._contract.model_version,
                  self._contract.checkpoint)
 
-    def _forward(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    def _forward(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         import torch
 
         with torch.inference_mode():
-            emb = self._model.encode(torch.from_numpy(videos))
+            emb = self._model.encode_views({k: torch.from_numpy(v) for k, v in videos.items()})
             idx = torch.from_numpy(pairs.astype(np.int64))
             dim, crit = self._model.heads(emb[idx[:, 0]], emb[idx[:, 1]])
             nov = self._model.novelty(emb)[idx].float().numpy() if self._model.has_novelty else None
@@ -76,11 +77,14 @@ class EmbeddedBackend:
     async def ready(self) -> bool:
         return self._model is not None and self._batcher.running
 
-    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    async def score(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         return await self._batcher.submit(videos, pairs)
 
 
 def contract_from_manifest(manifest: dict) -> ModelContract:
+    """The contract of a proxy checkpoint; its views come from the architecture the manifest records."""
+    from service.model.network import ProxyConfig
+
     sha = str(manifest.get("checkpoint_sha256", ""))[:12]
     name = manifest.get("checkpoint_file", manifest.get("model_id", "proxy"))
     return ModelContract(
@@ -91,4 +95,5 @@ def contract_from_manifest(manifest: dict) -> ModelContract:
         criterion_dimension=tuple(manifest.get("criterion_dimension", ())),
         checkpoint=f"{name}@{sha}" if sha else "untrained-random-init",
         trained=bool(manifest.get("trained", False)), antisymmetric=True,
-        novelty=bool(manifest.get("novelty", False)), calibrated=bool(manifest.get("calibrated", False)))
+        novelty=bool(manifest.get("novelty", False)), calibrated=bool(manifest.get("calibrated", False)),
+        views=ProxyConfig.from_dict(manifest["config"]).views() if "config" in manifest else ())

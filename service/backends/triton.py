@@ -1,11 +1,13 @@
 """Triton backend: the gateway scores through a Triton Inference Server over gRPC (asyncio, binary tensors).
 
 Why it looks like this:
-- The contract (T, H, W, criteria, model id/version, checkpoint) is *discovered* from Triton's model config
-  in ``start()``; nothing about the model is duplicated in gateway code, so a redeployed model cannot
-  silently disagree with what the gateway samples. When the model comes back after an outage, ``ready()``
-  discovers it again (a redeployed version changes the contract and therefore the cache keys).
-- Pairs are sent as frames_a/frames_b chunks of at most max_batch_size, concurrently, so Triton's dynamic
+- The contract (views, T, H, W, criteria, model id/version, checkpoint) is *discovered* from Triton's model
+  config in ``start()``: each input pair ``<view>_a`` / ``<view>_b`` is a view, its kind named by the
+  ``views`` parameter (service.ingest.views; none = whole frames only). Nothing about the model is
+  duplicated in gateway code, so a redeployed model cannot silently disagree with what the gateway samples.
+  When the model comes back after an outage, ``ready()`` discovers it again (a redeployed version changes
+  the contract and therefore the cache keys).
+- Pairs are sent as <view>_a/<view>_b chunks of at most max_batch_size, concurrently, so Triton's dynamic
   batcher (not the gateway) forms the GPU batches across all requests.
 - Retries only on transient gRPC codes (UNAVAILABLE, RESOURCE_EXHAUSTED) with a short backoff; a timed-out
   call is not retried (it would add load exactly when the server is slow). Failures become
@@ -26,18 +28,19 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 
 import numpy as np
 
 from service import errors
 from service.config import Settings
-from service.contract import DIMENSIONS, BackendTiming, ModelContract, PairLogits
+from service.contract import DIMENSIONS, BackendTiming, ModelContract, PairLogits, parse_views
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 TRANSIENT = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"}
-INPUTS = ("frames_a", "frames_b")
+INPUTS = ("frames_a", "frames_b")  # every model has the whole-frame view; more views add <view>_a / <view>_b
 OUTPUTS = ("dimension_logits", "criterion_logits", "novelty")  # the last two optional (AesRM-Base has neither)
 MAX_MSG = 2**31 - 1
 
@@ -49,10 +52,24 @@ def contract_from_config(cfg: dict) -> tuple[ModelContract, int]:
     missing = [n for n in INPUTS if n not in ins] + [n for n in OUTPUTS[:1] if n not in outs]
     if missing:
         raise errors.BackendError(f"Triton model {cfg.get('name')} lacks tensors {missing}")
-    dims = [int(d) for d in ins["frames_a"]["dims"]]
-    if len(dims) != 4 or dims[3] != 3 or min(dims) <= 0:
-        raise errors.BackendError(f"frames_a dims {dims}: need fixed [T,H,W,3]")
+    shapes = {}
+    for name in ins:
+        view = name[:-2]
+        if not name.endswith("_a") or view + "_b" not in ins:
+            continue
+        dims = [int(d) for d in ins[name]["dims"]]
+        if len(dims) != 4 or dims[3] != 3 or min(dims) <= 0 or [int(d) for d in ins[view + "_b"]["dims"]] != dims:
+            raise errors.BackendError(f"{name} dims {dims}: need fixed [T,H,W,3], the same for {view}_b")
+        shapes[view] = (dims[0], dims[1], dims[2])
     p = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
+    try:  # which view each input pair is (service.ingest.views); a model without `views` takes whole frames
+        views = parse_views(p.get("views") or "frames:letterbox", shapes)
+    except ValueError as exc:
+        raise errors.BackendError(f"Triton model {cfg.get('name')}: {exc}") from None
+    unused = sorted(set(ins) - {f"{v.name}_{s}" for v in views for s in "ab"})
+    if unused:
+        raise errors.BackendError(f"Triton model {cfg.get('name')} has inputs {unused} that no view feeds")
+    dims = list(shapes["frames"])
     criteria = tuple(c for c in p.get("criteria", "").split(",") if c)
     n_crit = [int(d) for d in outs["criterion_logits"]["dims"]] if "criterion_logits" in outs else [0]
     if n_crit != [len(criteria)]:
@@ -69,7 +86,7 @@ def contract_from_config(cfg: dict) -> tuple[ModelContract, int]:
         criteria=criteria, criterion_dimension=tuple(c for c in p.get("criterion_dimension", "").split(",") if c),
         checkpoint=f"{ckpt}@{sha}" if (trained and sha) else ("untrained-random-init" if not trained else ckpt),
         trained=trained, antisymmetric=p.get("antisymmetric", "false").lower() == "true",
-        novelty="novelty" in outs, calibrated=p.get("calibrated", "false").lower() == "true")
+        novelty="novelty" in outs, calibrated=p.get("calibrated", "false").lower() == "true", views=views)
     return contract, int(cfg.get("max_batch_size", 0))
 
 
@@ -79,13 +96,15 @@ class _ShmPool:
     Registrations vanish when Triton restarts, so ``invalidate()`` marks them for re-registration.
     """
 
-    def __init__(self, rows: int, frame_bytes: int, n_dims: int, n_crit: int, size: int) -> None:
+    def __init__(self, rows: int, input_bytes: list[int], n_dims: int, n_crit: int, size: int) -> None:
+        """input_bytes: one video's bytes for each input tensor, in the order they are sent."""
         import tritonclient.utils.shared_memory as shm
 
         self._shm, self.rows = shm, rows
-        self.in_bytes, self.dim_bytes = rows * frame_bytes, rows * n_dims * 4
+        self.in_offsets = [rows * sum(input_bytes[:k]) for k in range(len(input_bytes))]
+        self.in_bytes, self.dim_bytes = rows * sum(input_bytes), rows * n_dims * 4
         self.crit_bytes, self.nov_bytes = rows * max(n_crit, 1) * 4, rows * 2 * 4
-        self.byte_size = 2 * self.in_bytes + self.dim_bytes + self.crit_bytes + self.nov_bytes
+        self.byte_size = self.in_bytes + self.dim_bytes + self.crit_bytes + self.nov_bytes
         self._free: asyncio.Queue = asyncio.Queue()
         self.regions: list[tuple[str, object]] = []
         for _ in range(size):
@@ -167,12 +186,12 @@ class TritonBackend:
         self._was_ready = True
         if self._s.triton_shared_memory and self._shm is None:
             c = self._contract
-            self._shm = _ShmPool(self._max_batch, c.frames * c.height * c.width * 3, len(c.dimensions), len(c.criteria),
-                                 size=self._s.triton_max_concurrency)
+            self._shm = _ShmPool(self._max_batch, [v.frames * v.height * v.width * 3 for v in c.views for _ in "ab"],
+                                 len(c.dimensions), len(c.criteria), size=self._s.triton_max_concurrency)
             await self._shm.register(self._client)
-        log.info("triton backend: %s v%s (%s) T=%d H=%d W=%d max_batch=%d shm=%s", self._contract.model_id,
-                 self._contract.model_version, self._contract.checkpoint, self._contract.frames,
-                 self._contract.height, self._contract.width, self._max_batch, self._shm is not None)
+        log.info("triton backend: %s v%s (%s) views %s max_batch=%d shm=%s", self._contract.model_id,
+                 self._contract.model_version, self._contract.checkpoint, self._contract.sampling_key,
+                 self._max_batch, self._shm is not None)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -212,10 +231,14 @@ class TritonBackend:
             return False
 
     # ---- scoring -----------------------------------------------------------------------------------------
-    async def score(self, videos: np.ndarray, pairs: np.ndarray) -> PairLogits:
+    async def score(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         c = self.contract()
-        if videos.shape[1:] != (c.frames, c.height, c.width, 3) or videos.dtype != np.uint8:
-            raise errors.BackendError(f"videos {videos.shape} {videos.dtype} do not match the model contract")
+        for v in c.views:
+            got = videos.get(v.name)
+            if got is None or got.shape[1:] != (v.frames, v.height, v.width, 3) or got.dtype != np.uint8:
+                raise errors.BackendError(f"view {v.name}: {None if got is None else (got.shape, got.dtype)} "
+                                          "does not match the model contract")
+        n_videos = len(videos["frames"])
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         asked, back, sign = _one_order(pairs) if c.antisymmetric else (pairs, None, None)
         t0 = time.perf_counter()
@@ -231,12 +254,12 @@ class TritonBackend:
         queue_s = max(r[3] for r in results)
         infer_s = time.perf_counter() - t0 - queue_s
         if self._metrics is not None:
-            self._metrics.batch_size.observe(len(videos))
+            self._metrics.batch_size.observe(n_videos)
             self._metrics.batch_pairs.observe(len(asked))
             self._metrics.stage("queue", queue_s)
             self._metrics.stage("inference", infer_s)
         return PairLogits(dim, crit, BackendTiming(queue_ms=queue_s * 1000, inference_ms=infer_s * 1000,
-                                                   batch_videos=len(videos)), novelty=nov)
+                                                   batch_videos=n_videos), novelty=nov)
 
     async def _slot(self) -> float:
         """Wait for a free call slot (seconds waited); refuse at once when queue_size calls already wait."""
@@ -260,24 +283,25 @@ class TritonBackend:
         if self._metrics is not None:
             self._metrics.queue_depth.set(self._waiting)
 
-    async def _infer_chunk(self, videos: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None,
-                                                                              np.ndarray | None, float]:
-        fa = np.ascontiguousarray(videos[rows[:, 0]])
-        fb = np.ascontiguousarray(videos[rows[:, 1]])
+    async def _infer_chunk(self, videos: Mapping[str, np.ndarray], rows: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, float]:
+        tensors = [(f"{v.name}_{side}", np.ascontiguousarray(videos[v.name][rows[:, k]]))
+                   for v in self.contract().views for k, side in enumerate("ab")]
         waited = await self._slot()
         try:
-            return (*await self._call(fa, fb), waited)
+            return (*await self._call(tensors), waited)
         finally:
             self._sem.release()
 
-    async def _call(self, fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    async def _call(self, tensors: list[tuple[str, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """One inference call; retries transient gRPC failures only (a timed-out call is not retried)."""
         delay, retries, reregistered = 0.05, 0, False
         while True:
             try:
                 if self._shm is not None:
-                    return await self._infer_shm(fa, fb)
-                return await self._infer_grpc(fa, fb)
+                    return await self._infer_shm(tensors)
+                return await self._infer_grpc(tensors)
             except errors.ServiceError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -295,21 +319,18 @@ class TritonBackend:
                     continue
                 raise _map_error(exc, self._s.triton_url) from None
 
-    def _inputs(self, fa: np.ndarray, fb: np.ndarray):
+    def _inputs(self, tensors: list[tuple[str, np.ndarray]]):
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
-        ins = []
-        for name, arr in zip(INPUTS, (fa, fb)):
-            i = InferInput(name, list(arr.shape), "UINT8")
-            ins.append(i)
+        ins = [InferInput(name, list(arr.shape), "UINT8") for name, arr in tensors]
         c = self.contract()
         want = (True, bool(c.criteria), c.novelty)
         return ins, [InferRequestedOutput(n) for n, w in zip(OUTPUTS, want) if w]
 
-    async def _infer_grpc(self, fa: np.ndarray, fb: np.ndarray):
-        ins, outs = self._inputs(fa, fb)
-        ins[0].set_data_from_numpy(fa)
-        ins[1].set_data_from_numpy(fb)
+    async def _infer_grpc(self, tensors: list[tuple[str, np.ndarray]]):
+        ins, outs = self._inputs(tensors)
+        for i, (_, arr) in zip(ins, tensors):
+            i.set_data_from_numpy(arr)
         res = await self._client.infer(self._s.triton_model, ins, model_version=self._s.triton_model_version,
                                        outputs=outs, client_timeout=self._s.triton_timeout_s)
         c = self.contract()
@@ -317,7 +338,7 @@ class TritonBackend:
         nov = res.as_numpy("novelty").astype(np.float32) if c.novelty else None
         return res.as_numpy("dimension_logits").astype(np.float32), crit, nov
 
-    async def _infer_shm(self, fa: np.ndarray, fb: np.ndarray):
+    async def _infer_shm(self, tensors: list[tuple[str, np.ndarray]]):
         pool = self._shm
         if not pool.registered:
             async with self._shm_lock:
@@ -326,13 +347,12 @@ class TritonBackend:
         region = await pool.acquire()
         try:
             name, handle = region
-            n, nd, c = len(fa), len(self.contract().dimensions), max(len(self.contract().criteria), 1)
-            pool._shm.set_shared_memory_region(handle, [fa], offset=0)
-            pool._shm.set_shared_memory_region(handle, [fb], offset=pool.in_bytes)
-            ins, outs = self._inputs(fa, fb)
-            ins[0].set_shared_memory(name, fa.nbytes, offset=0)
-            ins[1].set_shared_memory(name, fb.nbytes, offset=pool.in_bytes)
-            d_off, c_off = 2 * pool.in_bytes, 2 * pool.in_bytes + pool.dim_bytes
+            n, nd, c = len(tensors[0][1]), len(self.contract().dimensions), max(len(self.contract().criteria), 1)
+            ins, outs = self._inputs(tensors)
+            for i, (_, arr), off in zip(ins, tensors, pool.in_offsets):
+                pool._shm.set_shared_memory_region(handle, [arr], offset=off)
+                i.set_shared_memory(name, arr.nbytes, offset=off)
+            d_off, c_off = pool.in_bytes, pool.in_bytes + pool.dim_bytes
             n_off = c_off + pool.crit_bytes
             has_crit, has_nov = bool(self.contract().criteria), self.contract().novelty
             outs[0].set_shared_memory(name, n * nd * 4, offset=d_off)

@@ -3,7 +3,10 @@ before anything leaves the worker, so a GRPO worker uploads T small frames (.npy
 8 x 128 x 128) instead of a full clip (an 81-frame 480p float clip is ~97 MB as uint8 .npy, 4x that as float).
 
 The server does exactly the same to a raw tensor it receives (uniform frame indices, aspect-preserving
-letterbox), so an input prepared here is not touched again. Resampling:
+letterbox), so an input prepared here is not touched again. A model that also looks at native-resolution
+detail (GET /v1/model `views` beyond "frames:letterbox", e.g. proxy 2.2.0's fragments) gets the T sampled
+frames at their own size instead: the server cuts its views from them (~1.2 MB a 480p frame, still a
+tenth of the whole clip). Resampling:
 * PyAV importable (the server extra): the server's own swscale AREA resampler -> identical pixels,
   identical rewards.
 * base install (httpx + pydantic + numpy only): exact area averaging in numpy. swscale's AREA filter is
@@ -37,10 +40,17 @@ class Contract:
     frames: int
     height: int
     width: int
+    views: tuple[str, ...] = ("frames:letterbox",)
 
     @classmethod
     def of(cls, info: Any) -> "Contract":
-        return cls(int(info.frames), int(info.height), int(info.width))
+        views = tuple(getattr(info, "views", None) or ("frames:letterbox",))
+        return cls(int(info.frames), int(info.height), int(info.width), views)
+
+    @property
+    def whole_frames_only(self) -> bool:
+        """True when the model sees only the letterboxed frame: resizing on the worker loses nothing."""
+        return all(v.split(":")[1:2] == ["letterbox"] for v in self.views)
 
 
 def uniform_indices(count: int, samples: int) -> np.ndarray:
@@ -68,7 +78,8 @@ def detect_layout(shape: tuple[int, ...]) -> Layout:
 
 def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, value_range: ValueRange = "auto",
             resampler: Literal["auto", "swscale", "numpy"] = "auto") -> np.ndarray:
-    """One video -> uint8 [T, H, W, 3] at the model's input size (what the server would feed the model)."""
+    """One video -> uint8 [T, H, W, 3] at the model's input size (what the server would feed the model), or
+    the T frames at their own size when the model needs native-resolution views (Contract.whole_frames_only)."""
     shape = tuple(int(s) for s in video.shape)
     lay = layout or detect_layout(shape)
     if lay not in LAYOUTS:
@@ -84,6 +95,8 @@ def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, val
     if frames.shape[-1] != 3:
         raise ValueError(f"expected 3 channels in layout {lay}, got shape {shape}")
     frames = to_uint8(frames, value_range)
+    if not contract.whole_frames_only:
+        return np.ascontiguousarray(frames)
     return fit(frames, contract.width, contract.height, resampler)
 
 

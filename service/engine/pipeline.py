@@ -19,8 +19,8 @@ from service.cache import ScoreCache, pair_key
 from service.config import Settings
 from service.contract import ModelContract, ScorerBackend
 from service.engine.threads import configure_cpu_threads, lower_thread_priority
-from service.ingest.decode import DecodeLimits, decode_sample
-from service.ingest.sources import LoadedInput, tensor_sample
+from service.ingest.decode import DecodeLimits, decode_views
+from service.ingest.sources import LoadedInput, tensor_views
 from service.metrics import Metrics
 
 
@@ -98,7 +98,7 @@ class ScoringPipeline:
             return out
 
         index = {v: k for k, v in enumerate(sorted(decoded))}
-        videos = np.stack([decoded[v] for v in sorted(decoded)])
+        videos = {view.name: np.stack([decoded[v][view.name] for v in sorted(decoded)]) for view in contract.views}
         model_rows = []
         for n in todo:
             i, j = rows[n]
@@ -126,15 +126,15 @@ class ScoringPipeline:
         await self.cache.set_many(writes)
         return out
 
-    async def _score(self, videos: np.ndarray, rows: np.ndarray):
+    async def _score(self, videos: dict[str, np.ndarray], rows: np.ndarray):
         try:
             return await asyncio.wait_for(self.backend.score(videos, rows), self.settings.inference_timeout_s)
         except asyncio.TimeoutError:
             raise errors.BackendTimeout("scoring backend did not answer in time") from None
 
     async def _decode_all(self, inputs, needed, contract, labels
-                          ) -> tuple[dict[int, np.ndarray], dict[int, errors.ServiceError]]:
-        """Each distinct content decoded once; (frames by input index, errors by input index)."""
+                          ) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, errors.ServiceError]]:
+        """Each distinct content decoded once; (views by input index, errors by input index)."""
         by_digest: dict[str, list[int]] = {}
         for v in needed:
             by_digest.setdefault(inputs[v].digest, []).append(v)
@@ -142,7 +142,7 @@ class ScoringPipeline:
         results = await asyncio.gather(
             *(self._decode(inputs[by_digest[d][0]], contract, labels[by_digest[d][0]]) for d in digests),
             return_exceptions=True)
-        decoded: dict[int, np.ndarray] = {}
+        decoded: dict[int, dict[str, np.ndarray]] = {}
         failed: dict[int, errors.ServiceError] = {}
         for d, res in zip(digests, results):
             if isinstance(res, BaseException) and not isinstance(res, errors.ServiceError):
@@ -155,7 +155,8 @@ class ScoringPipeline:
                     decoded[v] = res
         return decoded, failed
 
-    async def _decode(self, loaded: LoadedInput, contract: ModelContract, item: str | int) -> np.ndarray:
+    async def _decode(self, loaded: LoadedInput, contract: ModelContract, item: str | int
+                      ) -> dict[str, np.ndarray]:
         if self._decodes_waiting >= self.settings.decode_queue_size:
             raise errors.Overloaded("decode queue is full", retry_after_s=1.0)
         self._decodes_waiting += 1
@@ -169,15 +170,15 @@ class ScoringPipeline:
             self._decodes_waiting -= 1
             self.metrics.stage("decode", time.perf_counter() - t)
 
-    def _decode_sync(self, loaded: LoadedInput, contract: ModelContract, item: str | int) -> np.ndarray:
+    def _decode_sync(self, loaded: LoadedInput, contract: ModelContract, item: str | int
+                     ) -> dict[str, np.ndarray]:
+        """{view name: [T, H, W, 3]} for every view the model declares (service.ingest.views)."""
         s = self.settings
         if loaded.is_tensor:
-            return tensor_sample(loaded.data, contract.frames, contract.width, contract.height,
-                                 s.max_pixels, s.max_frames, item=item)
-        frames, stats = decode_sample(loaded.data, contract.frames, contract.width, contract.height,
-                                      self._limits, item=item)
+            return tensor_views(loaded.data, contract.views, s.max_pixels, s.max_frames, item=item)
+        views, stats = decode_views(loaded.data, contract.views, self._limits, item=item)
         self.metrics.decode_frames_per_sample.observe(stats.frames_decoded / contract.frames)
-        return frames
+        return views
 
 
 def _relabelled(err: errors.ServiceError, item: str | int) -> errors.ServiceError:

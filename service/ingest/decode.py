@@ -30,8 +30,8 @@ import av
 import numpy as np
 
 from service import errors
-from service.ingest.frames import fit_size, letterbox
 from service.ingest.h264refs import b_frames_disposable
+from service.ingest.views import LETTERBOX, ViewSpec, render_frames
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,15 @@ def decode_sample(
     source: bytes | Path, frames: int, width: int, height: int, limits: DecodeLimits, item=None
 ) -> tuple[np.ndarray, DecodeStats]:
     """Decode `frames` uniformly spaced frames of `source`, fitted to [frames, height, width, 3] uint8."""
+    views, stats = decode_views(source, (ViewSpec("frames", LETTERBOX, frames, height, width),), limits, item)
+    return views["frames"], stats
+
+
+def decode_views(source: bytes | Path, specs: tuple[ViewSpec, ...], limits: DecodeLimits, item=None
+                 ) -> tuple[dict[str, np.ndarray], DecodeStats]:
+    """Decode the views' T uniformly spaced frames of `source` once and render every view from them:
+    {view name: uint8 [T, H, W, 3]} (service.ingest.views). All views share one T."""
+    frames = specs[0].frames
     started = time.perf_counter()
     stats = DecodeStats()
     try:
@@ -92,7 +101,10 @@ def decode_sample(
         raise errors.VideoUndecodable(f"cannot open container: {_short(exc)}", item=item) from exc
     try:
         with container:
-            out = _sample(container, frames, width, height, limits, stats, item)
+            picked = _sample(container, frames, limits, stats, item)
+            rotation = int(round((getattr(picked[0], "rotation", 0) or 0) / 90.0)) % 4
+            stats.rotation = rotation * 90
+            out = render_frames(picked, specs, rotation)
     except errors.ServiceError:
         raise
     except Exception as exc:  # hostile-input boundary: whatever FFmpeg trips on is the input's fault
@@ -106,7 +118,7 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray:
+def _sample(container, frames, limits, stats, item) -> list:
     if container.format.name in _IMAGE_FORMATS or (container.format.name or "").endswith("_pipe"):
         raise errors.VideoUndecodable(f"'{container.format.name}' is a still image, not a video", item=item)
     if not container.streams.video:
@@ -135,7 +147,7 @@ def _sample(container, frames, width, height, limits, stats, item) -> np.ndarray
     if not picked:
         raise errors.VideoUndecodable("no frame could be decoded", item=item)
     stats.extra["picked_pts"] = [f.pts for f in picked]
-    return np.stack([_fit(f, width, height, stats) for f in picked])
+    return picked
 
 
 def _duration(container, stream, tb) -> float | None:
@@ -355,16 +367,3 @@ def _decode_iter(container, stream):
     for packet in container.demux(stream):
         for frame in packet.decode():
             yield frame
-
-
-def _fit(frame: av.VideoFrame, width: int, height: int, stats: DecodeStats) -> np.ndarray:
-    """Apply display rotation, then letterbox to the model input (the resizer of service.ingest.frames)."""
-    rotation = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
-    stats.rotation = rotation * 90
-    src_w, src_h = (frame.height, frame.width) if rotation % 2 else (frame.width, frame.height)
-    w, h = fit_size(src_w, src_h, width, height)
-    rw, rh = (h, w) if rotation % 2 else (w, h)  # resize in stored orientation, then rotate
-    rgb = frame.reformat(width=rw, height=rh, format="rgb24", interpolation="AREA").to_ndarray()
-    if rotation:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation))
-    return letterbox(rgb, width, height)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from service import errors
-from service.ingest.frames import fit_array, uniform_indices
+from service.ingest.frames import uniform_indices
+from service.ingest.views import LETTERBOX, ViewSpec, render_array
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -95,6 +96,13 @@ def tensor_sample(
     data: bytes, frames: int, width: int, height: int, max_pixels: int, max_frames: int, item=None
 ) -> np.ndarray:
     """Raw uint8 [T, H, W, 3] .npy (no pickle) -> T' uniform frames fitted to the model input."""
+    spec = ViewSpec("frames", LETTERBOX, frames, height, width)
+    return tensor_views(data, (spec,), max_pixels, max_frames, item)["frames"]
+
+
+def tensor_views(data: bytes, specs: tuple[ViewSpec, ...], max_pixels: int, max_frames: int, item=None
+                 ) -> dict[str, np.ndarray]:
+    """Raw uint8 [T, H, W, 3] .npy (no pickle) -> the views of its T' uniform frames (service.ingest.views)."""
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # malformed header, pickled object, truncated data
@@ -107,7 +115,7 @@ def tensor_sample(
     if t > max_frames:
         raise errors.VideoTooManyFrames(f"{t} frames > max_frames={max_frames}", item=item)
     try:
-        return fit_array(array[uniform_indices(t, frames)], width, height)
+        return render_array(array[uniform_indices(t, specs[0].frames)], specs)
     except Exception as exc:  # e.g. swscale refusing a 1 x 2,100,000 frame: the input's fault, not ours
         raise errors.InvalidTensor(f"frames of {w}x{h} cannot be resized: {type(exc).__name__}", item=item) from exc
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
+from service.contract import describe_views
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
 VERSION = "2.1.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
-TRAINED_VERSION = "2.1.0"  # what a training run with this code writes (bounded, calibrated heads, wrong_way term)
+TRAINED_VERSION = "2.2.0"  # what a training run with this code writes (2.2.0: the fragments view)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v2.pt"
 
@@ -35,8 +36,8 @@ def base_manifest(config: ProxyConfig, trained: bool) -> dict:
             "dimensions": list(DIMENSIONS), "criteria": list(config.criteria),
             "criterion_dimension": list(config.criterion_dimension),
             "frames": config.frames, "height": config.height, "width": config.width,
-            "input": "uint8 RGB [B, T, H, W, 3], letterboxed by service.ingest.frames.fit_array",
-            "config": config.to_dict()}
+            "input": "uint8 RGB [B, T, H, W, 3] per view, rendered by service.ingest.views",
+            "views": describe_views(config.views()), "config": config.to_dict()}
 
 
 def save_checkpoint(model: AesRMProxy, path: str | Path, manifest: dict) -> dict:
@@ -61,6 +62,8 @@ def load_proxy(path: str | Path | None = None, device: str = "cpu") -> tuple[Aes
     model.load_state_dict(blob["state_dict"])
     mp = manifest_path(path)
     manifest = json.loads(mp.read_text()) if mp.is_file() else base_manifest(model.config, True)
+    manifest["config"] = model.config.to_dict()  # the architecture loaded is the truth (views, sizes)
+    manifest["views"] = describe_views(model.config.views())
     manifest["calibrated"] = model.config.bound > 0
     manifest["novelty"] = model.has_novelty  # per-video out-of-distribution signal available (fit_novelty)
     if model.config.bound <= 0:

@@ -10,12 +10,14 @@ inspectable weights). Both are linear in e_A - e_B, so swapping A and B flips ev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from service.contract import FRAGMENTS, LETTERBOX, ViewSpec
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION
 
 DIMENSIONS = ("VA", "VF", "VP")
@@ -35,6 +37,15 @@ class ProxyConfig:
     orientation: bool = True  # edge-orientation statistics per frame (tilt / roll); added in 1.1.0
     bound: float = 8.0  # |logit| <= bound (odd soft clip); 0 = unbounded (checkpoints before 2.0.0)
     novelty: bool = True  # embedding-distance buffers (emb_center/emb_scale/novelty_ref) in the state_dict
+    fragments: int = 0  # > 0: a second input view, grid x grid native-resolution patches (FAST-VQA); 2.2.0
+    frag_widths: tuple[int, ...] = (16, 24, 32, 48)  # fragment CNN stages (stride 2 each)
+
+    def views(self) -> tuple[ViewSpec, ...]:
+        """The input views of this architecture: the model's half of the gateway contract."""
+        main = ViewSpec("frames", LETTERBOX, self.frames, self.height, self.width)
+        if not self.fragments:
+            return (main,)
+        return main, ViewSpec("fragments", FRAGMENTS, self.frames, self.height, self.width, grid=self.fragments)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
@@ -42,7 +53,7 @@ class ProxyConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
         # checkpoints written before a field existed lack it: they rebuild the architecture they were saved with
-        d = {"orientation": False, "bound": 0.0, "novelty": False, **d}
+        d = {"orientation": False, "bound": 0.0, "novelty": False, "fragments": 0, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -113,7 +124,13 @@ class AesRMProxy(nn.Module):
         self.frame_cnn = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((3,) + w[:-1], w)])
         # mean and std of every stage: global tone/colour from early stages, texture energy from all
         n_orient = ORIENTATION_FEATURES if config.orientation else 0
-        self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6 + n_orient, config.frame_dim),
+        # fragments view: the same multi-scale statistics of native-resolution patches (noise, blocking,
+        # blur that the downscaled frame averages away), per frame, into the same frame vector
+        fw = config.frag_widths if config.fragments else ()
+        if fw:
+            self.frag_cnn = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((3,) + fw[:-1], fw)])
+        n_frag = 2 * sum(fw) + 6 if fw else 0
+        self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6 + n_orient + n_frag, config.frame_dim),
                                         nn.ReLU(inplace=True))
         dw = config.diff_widths
         self.diff_cnn = nn.Sequential(*[_block(c_in, c_out) for c_in, c_out in zip((3,) + dw[:-1], dw)])
@@ -157,23 +174,36 @@ class AesRMProxy(nn.Module):
         """[3, C] non-negative weights combining criterion logits into VA, VF, VP logits."""
         return self.dim_mask * F.softplus(self.dim_raw)[None]
 
-    def _frame_features(self, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        """x: [M, 3, H, W] normalised, raw: the same frames 0..255 -> [M, frame_dim] from multi-scale
-        mean/std statistics (and edge orientation)."""
+    def _frame_features(self, x: torch.Tensor, raw: torch.Tensor, frag: torch.Tensor | None) -> torch.Tensor:
+        """x: [M, 3, H, W] normalised, raw: the same frames 0..255, frag: the fragments view normalised
+        (or None) -> [M, frame_dim] from multi-scale mean/std statistics (and edge orientation)."""
         stats = _mean_std(x)
         for blk in self.frame_cnn:
             x = blk(x)
             stats += _mean_std(x)
         if self.config.orientation:
             stats.append(_orientation(raw, self.luma_k) * 10.0)  # O(0.1) values brought to the scale of the others
+        if self.config.fragments:
+            stats += _mean_std(frag)
+            for blk in self.frag_cnn:
+                frag = blk(frag)
+                stats += _mean_std(frag)
         return self.frame_proj(torch.cat(stats, 1))
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, T, H, W, 3] -> float embedding [N, D]."""
+    def _normalised(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, t, h, w, _ = frames.shape
         raw = frames.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
-        x = (raw - self.mean) * self.inv_std
-        f = self._frame_features(x, raw).view(n, t, -1)
+        return (raw - self.mean) * self.inv_std, raw
+
+    def encode(self, frames: torch.Tensor, fragments: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 [N, T, H, W, 3] whole frames (+ the fragments view when the config has one) -> float
+        embedding [N, D]."""
+        if bool(self.config.fragments) != (fragments is not None):
+            raise ValueError(f"this model's views are {[v.name for v in self.config.views()]}")
+        n, t, h, w, _ = frames.shape
+        x, raw = self._normalised(frames)
+        frag = self._normalised(fragments)[0] if fragments is not None else None
+        f = self._frame_features(x, raw, frag).view(n, t, -1)
         xs = F.avg_pool2d(x, 2).view(n, t, 3, h // 2, w // 2)
         d = (xs[:, 1:] - xs[:, :-1]).reshape(n * (t - 1), 3, h // 2, w // 2)
         dstat = torch.cat([d.mean((2, 3)), d.abs().mean((2, 3))], 1)
@@ -183,6 +213,37 @@ class AesRMProxy(nn.Module):
         z = self.temporal(seq.transpose(1, 2))  # [N, fd, T-1]
         pooled = torch.cat([f.mean(1), z.mean(2), z.amax(2)], 1)
         return self.embed(pooled)
+
+    def encode_views(self, views: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """{view name: uint8 [N, T, H, W, 3]} (the gateway's ScorerBackend.score input) -> [N, D]."""
+        return self.encode(views["frames"], views["fragments"] if self.config.fragments else None)
+
+    def unpack(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training clips [N, T * k, H, W, 3] hold the views stacked along time (service.training.data,
+        in the order of ProxyConfig.views()) -> (frames, fragments or None); views this model lacks are
+        ignored."""
+        t = self.config.frames
+        return clips[:, :t], (clips[:, t:2 * t] if self.config.fragments else None)
+
+    def encode_packed(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.encode(*self.unpack(clips))
+
+    def forward_packed(self, clips_a: torch.Tensor, clips_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() of two packed training clips (the real forward: the ONNX / Triton graph)."""
+        (fa, ga), (fb, gb) = self.unpack(clips_a), self.unpack(clips_b)
+        return self(fa, fb, ga, gb)
+
+    def example_inputs(self, batch: int = 1, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Random uint8 forward() inputs (frames_a, frames_b[, fragments_a, fragments_b]): export, latency."""
+        views = self.config.views()
+        shape = (batch, self.config.frames, self.config.height, self.config.width, 3)
+        return tuple(torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+                     for _ in range(2 * len(views)))
+
+    def forward_views(self, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() of two {view name: uint8 [B, T, H, W, 3]} inputs (service.ingest.views' output)."""
+        return self.heads(self.encode_views(a), self.encode_views(b))
 
     def raw_heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unbounded, uncalibrated (dimension logits [P, 3], criterion logits [P, C]): what training sees.
@@ -199,16 +260,18 @@ class AesRMProxy(nn.Module):
         b = self.config.bound
         return soft_bound(dim / self.dim_temperature, b), soft_bound(crit / self.crit_temperature, b)
 
-    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames_a: torch.Tensor, frames_b: torch.Tensor, fragments_a: torch.Tensor | None = None,
+                fragments_b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # Encode each side separately: identical shapes give bit-identical embeddings, so the
         # antisymmetry forward(b, a) == -forward(a, b) is exact, not just approximate.
-        return self.heads(self.encode(frames_a), self.encode(frames_b))
+        return self.heads(self.encode(frames_a, fragments_a), self.encode(frames_b, fragments_b))
 
-    def forward_with_novelty(self, frames_a: torch.Tensor, frames_b: torch.Tensor
+    def forward_with_novelty(self, frames_a: torch.Tensor, frames_b: torch.Tensor,
+                             fragments_a: torch.Tensor | None = None, fragments_b: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """forward() plus novelty [B, 2] (side a, side b): the ONNX / TensorRT graph of a model with
         fitted novelty statistics. The logits are computed exactly as in forward()."""
-        ea, eb = self.encode(frames_a), self.encode(frames_b)
+        ea, eb = self.encode(frames_a, fragments_a), self.encode(frames_b, fragments_b)
         dim, crit = self.heads(ea, eb)
         return dim, crit, torch.stack([self.novelty(ea), self.novelty(eb)], 1)
 

@@ -2,8 +2,10 @@
 
 A clip is a smooth virtual camera (pan, zoom, sub-pixel, bilinear from a pyramid level so it does not
 alias) over a real photo, rendered at a typical generator resolution (~256x144..320x240, several aspect
-ratios) and then brought to the model input with `service.ingest.frames.fit_array`, exactly as served
-video is. A group renders the SAME clip three times with one criterion's edit at increasing strengths
+ratios) and then brought to the model input with `service.ingest.views`, exactly as served video is. A
+training clip is its views stacked along time: [T whole frames (letterbox), T fragment mosaics] (`VIEWS`;
+AesRMProxy.encode_packed splits them, and a model without the fragments view reads the first T only).
+A group renders the SAME clip three times with one criterion's edit at increasing strengths
 (the random pattern of the edit - noise field, shake path, warp field - is shared), so the only
 difference between any two of them is "more of this defect"; the less-edited side is preferred. Sometimes a
 nuisance edit of another criterion is applied equally to both sides, so the model learns relative
@@ -20,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.ingest.frames import fit_array
+from service.contract import FRAGMENTS, LETTERBOX, ViewSpec
+from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 
 T, H, W = 8, 128, 128
@@ -47,7 +50,16 @@ RECIPE = {  # everything that shapes the data; hashed into the manifest's data_h
     # group alike: served video is always encoded, and noise looks different once encoded); noise up to
     # sigma 0.14 (the demo's clip has 0.125).
     "recipe_v3": {"p_fast": 0.5, "p_delivery": 0.5, "delivery_crf": [18, 28], "noise_sigma": 0.14},
+    # 2.2.0: the fragments view (4 x 4 native-resolution 32-px patches per frame) is part of every clip
+    "views": "frames:letterbox,fragments:fragments:4",
 }
+VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS, T, H, W, grid=4))
+
+
+def model_input(clip: np.ndarray) -> np.ndarray:
+    """Camera-resolution uint8 clip [T, h, w, 3] -> every view stacked along time [T * len(VIEWS), H, W, 3]."""
+    views = render_array(np.ascontiguousarray(clip), VIEWS)
+    return np.concatenate([views[v.name] for v in VIEWS])
 GEOMETRIC = ("composition_tilt", "motion_jitter", "structural_warping")
 
 
@@ -226,7 +238,7 @@ def camera_frames(levels: list, cam: dict, edits: dict) -> torch.Tensor:
 
 
 def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
-    """Apply the non-geometric edits to camera frames and bring them to the model input (fit_array)."""
+    """Apply the non-geometric edits to camera frames and bring them to the model input (model_input)."""
     _, _, h, w = x.shape
     x = _photometric(x, {k: v for k, v in edits.items() if v[0] > 0})
     if edits.get("sharpness", (0,))[0] > 0:
@@ -264,7 +276,7 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         clip = _compress(np.ascontiguousarray(clip), lo + edits["compression_artifacts"][0] * (hi - lo))
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
         clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
-    return fit_array(np.ascontiguousarray(clip), W, H)
+    return model_input(clip)
 
 
 def _noise_sigma() -> float:
@@ -272,7 +284,7 @@ def _noise_sigma() -> float:
 
 
 def render(levels: list, cam: dict, edits: dict) -> np.ndarray:
-    """One clip with edits {criterion: (strength 0..1, pattern seed, direction ±1)} -> uint8 [T, H, W, 3]."""
+    """One clip with edits {criterion: (strength 0..1, pattern seed, direction ±1)} -> uint8 [2T, H, W, 3]."""
     return finish(camera_frames(levels, cam, edits), edits)
 
 
@@ -288,8 +300,9 @@ def sample_group(sources: list, rng: np.random.Generator, criterion: int | None 
                  strengths: tuple[float, ...] | None = None):
     """One clip rendered at increasing strengths of one criterion's edit.
 
-    Returns (clips uint8 [K, T, H, W, 3], criterion index, strengths). Every (i < j) is a preference pair
-    with i the better side: K clips give K(K-1)/2 pairs, so encoding cost per pair drops.
+    Returns (clips uint8 [K, 2T, H, W, 3] (views along time, model_input), criterion index, strengths).
+    Every (i < j) is a preference pair with i the better side: K clips give K(K-1)/2 pairs, so encoding
+    cost per pair drops.
     """
     for _ in range(8):
         c = int(rng.integers(len(CRITERIA))) if criterion is None else criterion
@@ -312,7 +325,7 @@ def sample_group(sources: list, rng: np.random.Generator, criterion: int | None 
         else:  # same camera frames for every strength: sample them once
             x = camera_frames(src.levels, cam, base)
             clips = np.stack([finish(x, {**base, CRITERIA[c]: (s, seed, d)}) for s in st])
-        diffs = np.abs(np.diff(clips.astype(np.float32), axis=0)).mean(axis=(1, 2, 3, 4))
+        diffs = np.abs(np.diff(clips[:, :T].astype(np.float32), axis=0)).mean(axis=(1, 2, 3, 4))
         if diffs.min() >= RECIPE["min_diff"]:
             break
     return clips, c, st

@@ -26,10 +26,10 @@ OFF_TARGET_KEYS = ("overall_accuracy", "off_target_strong", "off_target_backward
 @torch.inference_mode()
 def embed_groups(model, groups: list, batch: int = 24) -> torch.Tensor:
     """Embeddings [G, K, D] of every clip of every group."""
-    clips = torch.from_numpy(np.stack([g[0] for g in groups]))  # [G, K, T, H, W, 3]
+    clips = torch.from_numpy(np.stack([g[0] for g in groups]))  # [G, K, 2T, H, W, 3] (data.model_input)
     g, k = clips.shape[:2]
     flat = clips.reshape(g * k, *clips.shape[2:])
-    emb = torch.cat([model.encode(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    emb = torch.cat([model.encode_packed(flat[i:i + batch]) for i in range(0, len(flat), batch)])
     return emb.view(g, k, -1)
 
 
@@ -57,8 +57,8 @@ def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
     for gi in range(0, len(groups), max(1, len(groups) // consistency_pairs)):
         a = torch.from_numpy(groups[gi][0][0:1])
         b = torch.from_numpy(groups[gi][0][2:3])
-        d_ab, c_ab = model(a, b)
-        d_ba, c_ba = model(b, a)
+        d_ab, c_ab = model.forward_packed(a, b)
+        d_ba, c_ba = model.forward_packed(b, a)
         cons.append(bool(torch.equal(d_ab, -d_ba) and torch.equal(c_ab, -c_ba)))
     mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
     return {"criteria": {c: mean(v) for c, v in crit_ok.items()},
@@ -72,19 +72,16 @@ def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
 
 @torch.inference_mode()
 def bench_pair(model, threads: int = 2, runs: int = 50) -> dict:
-    """Latency of one pair (T=8, 128x128) through forward on `threads` CPU threads, in ms."""
+    """Latency of one pair (every view, T=8, 128x128) through forward on `threads` CPU threads, in ms."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    cfg = model.config
-    g = torch.Generator().manual_seed(0)
-    a = torch.randint(0, 256, (1, cfg.frames, cfg.height, cfg.width, 3), dtype=torch.uint8, generator=g)
-    b = torch.randint(0, 256, a.shape, dtype=torch.uint8, generator=g)
+    inputs = model.example_inputs(1, torch.Generator().manual_seed(0))
     for _ in range(5):
-        model(a, b)
+        model(*inputs)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        model(a, b)
+        model(*inputs)
         times.append((time.perf_counter() - t0) * 1000)
     torch.set_num_threads(old)
     times.sort()

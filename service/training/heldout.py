@@ -22,10 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.ingest.frames import fit_array
 from service.model.network import DIMENSIONS
 from service.training.data import _camera, _gauss_blur  # noqa: F401 - same camera model as training
-from service.training.data import H, T, W
+from service.training.data import T, model_input
 
 HELDOUT_SEED = 20260202
 STRONG = math.log(4.0)  # |logit| > log 4  <=>  P outside [0.2, 0.8]
@@ -203,7 +202,7 @@ GRADED = set(FAMILIES) - {"jump_cut"}  # more strength = worse; jump cut is judg
 
 
 def render_family(levels: list, cam: dict, cam2: dict, family: str, s: float, seed: int) -> np.ndarray:
-    """One clip with `family` at strength s (0 = clean) -> uint8 [T, H, W, 3] model input."""
+    """One clip with `family` at strength s (0 = clean) -> uint8 [2T, H, W, 3] model input."""
     h = cam["size"][1]
     times = _times(cam, _clean_times())
     if s > 0 and family == "dropped_frames":
@@ -227,12 +226,13 @@ def render_family(levels: list, cam: dict, cam2: dict, family: str, s: float, se
         clip = clip[_shuffle_index(s, seed)]
     if s > 0 and family in ("mpeg4", "mjpeg", "vp9"):
         clip = _codec(clip, {"vp9": "libvpx-vp9"}.get(family, family), s)
-    return fit_array(np.ascontiguousarray(clip), W, H)
+    return model_input(clip)
 
 
 def heldout_groups(sources: list, per_family: int, seed: int = HELDOUT_SEED,
                    families: tuple[str, ...] = tuple(FAMILIES)) -> list:
-    """[(clips uint8 [3, T, H, W, 3], family, strengths)]: clean, moderate, strong of one family."""
+    """[(clips uint8 [3, 2T, H, W, 3] (data.model_input), family, strengths)]: clean, moderate, strong of
+    one family."""
     groups = []
     for fi, fam in enumerate(families):
         for i in range(per_family):

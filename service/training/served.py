@@ -26,13 +26,14 @@ STRONG = float(np.log(4.0))  # |logit| > log 4 <=> P outside [0.2, 0.8]
 def served_examples(model, frames: int = 48, width: int = 320, height: int = 180) -> dict:
     """Per (photo, defect, strength): P(clean > defective) per dimension and overall, and a summary."""
     from service.examples import PHOTOS, degrade, encode, pan_frames, photo
-    from service.ingest.decode import DecodeLimits, decode_sample
+    from service.ingest.decode import DecodeLimits, decode_views
 
-    cfg = model.config
+    views = model.config.views()
     limits = DecodeLimits(max_pixels=4096 * 4096, max_duration_s=600, max_frames=100_000)
 
-    def served(clip: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(decode_sample(encode(clip), cfg.frames, cfg.width, cfg.height, limits)[0][None])
+    def served(clip: np.ndarray) -> list[torch.Tensor]:  # every view the model takes, as the gateway makes them
+        got = decode_views(encode(clip), views, limits)[0]
+        return [torch.from_numpy(got[v.name][None]) for v in views]
 
     rows = []
     for name in PHOTOS:
@@ -40,7 +41,8 @@ def served_examples(model, frames: int = 48, width: int = 320, height: int = 180
         a = served(clean)
         for defect, dim in DEFECTS.items():
             for s in STRENGTHS:
-                d = model(a, served(degrade(clean, defect, s)))[0][0].double()
+                b = served(degrade(clean, defect, s))
+                d = model(a[0], b[0], *(a[1:] + b[1:]))[0][0].double()
                 k = DIMENSIONS.index(dim)
                 others = [float(d[j]) for j in range(len(DIMENSIONS)) if j != k]
                 rows.append({"photo": name, "defect": defect, "strength": s, "dimension": dim,

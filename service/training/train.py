@@ -28,7 +28,7 @@ from service.training.sources import cache_dir, data_hash, load_sources, sources
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
-            "off_dim_margin": 0.5}
+            "off_dim_margin": 0.5, "fragments": 4}
 
 
 def seed_everything(seed: int) -> None:
@@ -48,7 +48,8 @@ TEMPERATURE_RANGE = (0.25, 16.0)
 def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: torch.Tensor,
               off_dim: float = 0.0, off_crit: float = 0.0, wrong_way: float = 0.0,
               off_dim_margin: float = OFF_TARGET_MARGIN):
-    """clips uint8 [B, 3, T, H, W, 3]; 3 pairs per group; flip [B, 3] bool puts the worse side first.
+    """clips uint8 [B, 3, 2T, H, W, 3] (data.model_input); 3 pairs per group; flip [B, 3] bool puts the
+    worse side first.
 
     BCE on the edited criterion's and its dimension's logit, plus (RED-Aes relative consistency) the two
     sides differ in ONE edit only, so every other dimension and every other criterion should stay near 0:
@@ -65,7 +66,7 @@ def pair_loss(model: AesRMProxy, clips: torch.Tensor, crit: torch.Tensor, flip: 
     pairs) and "the compressed clip is less noisy" (-1.4) out-voted a right noise / compression criterion
     and VF was 87 % while each VF criterion was 97-100 %."""
     b, k = clips.shape[:2]
-    emb = model.encode(clips.flatten(0, 1)).view(b, k, -1)
+    emb = model.encode_packed(clips.flatten(0, 1)).view(b, k, -1)
     i = torch.tensor([p[0] for p in GROUP_PAIRS])
     j = torch.tensor([p[1] for p in GROUP_PAIRS])
     ea, eb = emb[:, i], emb[:, j]  # [B, 3, D], better first
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
 
-    model = AesRMProxy(ProxyConfig())
+    model = AesRMProxy(ProxyConfig(fragments=args.fragments))
     if args.init:
         blob = torch.load(args.init, map_location="cpu", weights_only=True)
         missing = model.load_state_dict(blob["state_dict"], strict=False)

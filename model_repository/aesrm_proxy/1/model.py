@@ -1,7 +1,8 @@
 """AesRM proxy on Triton's python backend: the same weights and code as the embedded backend.
 
-Each request carries pairs as frames_a/frames_b [B,T,H,W,3] uint8; the dynamic batcher hands several
-requests to one ``execute``. Videos are content-hashed so a video that appears in many pairs (a GRPO group,
+Each request carries pairs as <view>_a/<view>_b [B,T,H,W,3] uint8 for every input view of the checkpoint
+(frames; fragments from 2.2.0: service.ingest.views); the dynamic batcher hands several requests to one
+``execute``. Videos are content-hashed so a video that appears in many pairs (a GRPO group,
 both orders) is encoded once, then the antisymmetric heads score every pair -- the same cost model as the
 embedded backend. ``initialize`` refuses to load when the checkpoint manifest disagrees with this config
 (dims, criteria, model id/version, sha), because the gateway reads the contract from the config.
@@ -62,7 +63,7 @@ class TritonPythonModel:
         self.out_dtype = {name: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(cfg, name)["data_type"]) for name in self.outputs}
         self.model = model.to(self.device).eval()
-        self.encode_once = hasattr(model, "encode") and hasattr(model, "heads")
+        self.views = [v.name for v in model.config.views()]  # input pairs, in forward()'s order
         self.novelty = "novelty" in self.outputs
         self.torch = torch
 
@@ -70,11 +71,18 @@ class TritonPythonModel:
     def _verify(cfg: dict, p: dict[str, str], m: dict) -> None:
         ins = {i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]}
         outs = {o["name"]: [int(d) for d in o["dims"]] for o in cfg["output"]}
-        want = [int(m["frames"]), int(m["height"]), int(m["width"]), 3]
+        from service.model.network import ProxyConfig
+
         problems = []
-        for name in ("frames_a", "frames_b"):
+        views = ProxyConfig.from_dict(m["config"]).views()
+        expected = {f"{v.name}_{side}": [v.frames, v.height, v.width, 3] for v in views for side in "ab"}
+        for name, want in expected.items():
             if ins.get(name) != want:
                 problems.append(f"input {name} dims {ins.get(name)} != manifest {want}")
+        if set(ins) - set(expected):
+            problems.append(f"inputs {sorted(set(ins) - set(expected))} are not views of the checkpoint")
+        if p.get("views", "frames:letterbox") != m.get("views", "frames:letterbox"):
+            problems.append(f"parameter views={p.get('views')!r} but checkpoint says {m.get('views')!r}")
         dims = list(m.get("dimensions", ("VA", "VF", "VP")))
         if outs.get("dimension_logits") != [len(dims)]:
             problems.append(f"dimension_logits dims {outs.get('dimension_logits')} != [{len(dims)}]")
@@ -97,21 +105,22 @@ class TritonPythonModel:
         if problems:
             raise pb_utils.TritonModelException("aesrm_proxy config/manifest mismatch: " + "; ".join(problems))
 
-    def _forward(self, fa: np.ndarray, fb: np.ndarray) -> dict[str, np.ndarray]:
+    def _forward(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """a / b: {view: [B, T, H, W, 3]} of the two sides."""
         torch = self.torch
         with torch.inference_mode():
-            if not self.encode_once:
-                d, c = self.model(torch.from_numpy(fa).to(self.device), torch.from_numpy(fb).to(self.device))
-                return {"dimension_logits": d.float().cpu().numpy(), "criterion_logits": c.float().cpu().numpy()}
-            videos = np.concatenate([fa, fb])
+            videos = {v: np.concatenate([a[v], b[v]]) for v in self.views}
+            n = len(a[self.views[0]])
             slot: dict[bytes, int] = {}
-            index = np.empty(len(videos), dtype=np.int64)
-            for i, v in enumerate(videos):
-                index[i] = slot.setdefault(hashlib.blake2b(v, digest_size=16).digest(), len(slot))
+            index = np.empty(2 * n, dtype=np.int64)
+            for i in range(2 * n):  # a video is all of its views
+                h = hashlib.blake2b(digest_size=16)
+                for v in self.views:
+                    h.update(videos[v][i])
+                index[i] = slot.setdefault(h.digest(), len(slot))
             first = np.unique(index, return_index=True)[1]
-            emb = self.model.encode(torch.from_numpy(videos[first]).to(self.device))
+            emb = self.model.encode_views({v: torch.from_numpy(x[first]).to(self.device) for v, x in videos.items()})
             idx = torch.from_numpy(index).to(self.device)
-            n = len(fa)
             d, c = self.model.heads(emb[idx[:n]], emb[idx[n:]])
             out = {"dimension_logits": d.float().cpu().numpy(), "criterion_logits": c.float().cpu().numpy()}
             if self.novelty:  # per distinct video, then gathered per side: [B, 2] (a, b)
@@ -120,15 +129,16 @@ class TritonPythonModel:
             return out
 
     def execute(self, requests):
-        fa, fb, sizes = [], [], []
+        sides: dict[str, dict[str, list]] = {s: {v: [] for v in self.views} for s in "ab"}
+        sizes = []
         for r in requests:
-            a = pb_utils.get_input_tensor_by_name(r, "frames_a").as_numpy()
-            b = pb_utils.get_input_tensor_by_name(r, "frames_b").as_numpy()
-            fa.append(a)
-            fb.append(b)
-            sizes.append(len(a))
+            for s in "ab":
+                for v in self.views:
+                    sides[s][v].append(pb_utils.get_input_tensor_by_name(r, f"{v}_{s}").as_numpy())
+            sizes.append(len(sides["a"][self.views[0]][-1]))
         try:
-            res = self._forward(np.ascontiguousarray(np.concatenate(fa)), np.ascontiguousarray(np.concatenate(fb)))
+            a, b = ({v: np.ascontiguousarray(np.concatenate(x)) for v, x in sides[s].items()} for s in "ab")
+            res = self._forward(a, b)
         except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
             err = pb_utils.TritonError(f"aesrm_proxy forward failed: {type(exc).__name__}: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]

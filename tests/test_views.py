@@ -1,0 +1,191 @@
+"""Model input views (service.ingest.views) and the multi-view contract: the gateway renders exactly the
+views a model declares (checkpoint manifest for the embedded backend, Triton model config for Triton), on
+real encoded video, and a two-view model scores the same through a REAL tritonserver as in process."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from service import errors
+from service.backends.triton import contract_from_config
+from service.contract import FRAGMENTS, LETTERBOX, ModelContract, ViewSpec, parse_views
+from service.examples import degrade, encode, pan_frames, photo
+from service.ingest.decode import DecodeLimits, decode_views
+from service.ingest.views import fragment_mosaic, render_array
+from service.metrics import Metrics
+from tests.conftest import running_app, test_settings, views_for
+from tests.server_process import synced_triton
+
+LIMITS = DecodeLimits(max_pixels=4096 * 4096, max_duration_s=600, max_frames=100_000)
+FRAMES = ViewSpec("frames", LETTERBOX, 8, 128, 128)
+FRAGS = ViewSpec("fragments", FRAGMENTS, 8, 128, 128, grid=4)
+
+
+@pytest.fixture(scope="module")
+def pan_480p():
+    return pan_frames(photo("path"), 24, 854, 480)
+
+
+def test_fragments_are_native_resolution_patches_from_the_centre_of_each_grid_cell(pan_480p):
+    data = encode(pan_480p, gop=12)
+    views, stats = decode_views(data, (FRAMES, FRAGS), LIMITS)
+    assert views["frames"].shape == views["fragments"].shape == (8, 128, 128, 3)
+    with av.open(io.BytesIO(data)) as c:
+        full = {f.pts: f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+    for k, pts in enumerate(stats.extra["picked_pts"]):
+        rgb = full[pts]  # the same decoded frame, at 854 x 480
+        for i in range(4):
+            for j in range(4):
+                cy, cx = (2 * i + 1) * 480 / 8, (2 * j + 1) * 854 / 8  # cell centre
+                y0, x0 = int(cy) - 16, int(cx) - 16
+                patch = views["fragments"][k, 32 * i:32 * i + 32, 32 * j:32 * j + 32]
+                near = [np.array_equal(patch, rgb[y0 + dy:y0 + dy + 32, x0 + dx:x0 + dx + 32])
+                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+                assert any(near), (k, i, j)  # centred to within a pixel, not resampled
+
+
+def test_noise_the_downscaled_view_averages_away_survives_in_the_fragments(pan_480p):
+    clean, noisy = pan_480p, degrade(pan_480p, "noise", 0.25, seed=3)
+    a = decode_views(encode(clean), (FRAMES, FRAGS), LIMITS)[0]
+    b = decode_views(encode(noisy), (FRAMES, FRAGS), LIMITS)[0]
+    gap = {n: float(np.abs(a[n].astype(np.int16) - b[n].astype(np.int16)).mean()) for n in a}
+    assert gap["fragments"] > 2.5 * gap["frames"], gap
+
+
+def test_tensors_and_small_frames_get_the_same_views():
+    small = pan_frames(photo("bythewater"), 8, 96, 64)  # smaller than the 128-px mosaic: enlarged first
+    views = render_array(small, (FRAMES, FRAGS))
+    assert views["fragments"].shape == (8, 128, 128, 3)
+    black = lambda x: float((x == 0).all(axis=-1).mean())  # noqa: E731 - share of exactly black pixels
+    assert black(views["fragments"]) < 0.01 < 0.2 < black(views["frames"])  # only the whole frame is letterboxed
+    same = fragment_mosaic(small[0], FRAGS)
+    assert np.array_equal(same, views["fragments"][0])
+
+
+def test_the_contract_always_has_the_whole_frame_view_and_keys_the_cache_by_every_view():
+    plain = ModelContract("m", "1", 8, 128, 128)
+    assert plain.views == (FRAMES,) and plain.sampling_key == "T8xH128xW128"  # unchanged for 1-view models
+    two = ModelContract("m", "1", 8, 128, 128, views=(FRAMES, FRAGS))
+    assert two.sampling_key != plain.sampling_key and "fragments" in two.sampling_key
+    with pytest.raises(ValueError):
+        ModelContract("m", "1", 8, 128, 128, views=(FRAGS,))  # no whole-frame view
+    with pytest.raises(ValueError):
+        ViewSpec("fragments", FRAGMENTS, 8, 128, 128, grid=3)  # 128 px do not split into 3 patches
+    with pytest.raises(ValueError):
+        parse_views("frames:letterbox,fragments:fragments:4", {"frames": (8, 128, 128)})  # no tensors
+
+
+def _config(inputs: list[str], views: str | None) -> dict:
+    params = {"criteria": {"string_value": ""}} | ({"views": {"string_value": views}} if views else {})
+    return {"name": "m", "max_batch_size": 8, "parameters": params,
+            "input": [{"name": n, "dims": ["8", "128", "128", "3"]} for n in inputs],
+            "output": [{"name": "dimension_logits", "dims": ["3"]}]}
+
+
+def test_triton_contract_reads_views_from_inputs_and_the_views_parameter():
+    both = ["frames_a", "frames_b", "fragments_a", "fragments_b"]
+    c, _ = contract_from_config(_config(both, "frames:letterbox,fragments:fragments:4"))
+    assert c.views == (FRAMES, FRAGS)
+    assert contract_from_config(_config(both[:2], None))[0].views == (FRAMES,)  # e.g. a user's AesRM-Base
+    for inputs, views in ((both, None), (both, "frames:letterbox,fragments:tiles:4"),
+                          (both[:2], "frames:letterbox,fragments:fragments:4")):
+        with pytest.raises(errors.BackendError):  # an input no view feeds, an unknown kind, a view without inputs
+            contract_from_config(_config(inputs, views))
+
+
+@pytest.fixture(scope="module")
+def two_view_checkpoint(tmp_path_factory):
+    """A real checkpoint file of the two-view architecture (random weights, seeded; heads scaled 100x so the
+    logits are O(0.1-1), where a 1e-4 tolerance means something)."""
+    from service.model.checkpoint import save_checkpoint
+    from service.model.network import AesRMProxy, ProxyConfig
+
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("two_view") / "two-view.pt"
+    model = AesRMProxy(ProxyConfig(fragments=4)).eval()
+    with torch.no_grad():
+        model.criterion_w.mul_(100.0)
+    save_checkpoint(model, path, {"version": "0.0.0-two-view"})
+    return path
+
+
+def _b64(data: bytes) -> dict:
+    return {"base64": base64.b64encode(data).decode()}
+
+
+@pytest.mark.parametrize("shm", [False, True], ids=["grpc", "shared_memory"])
+async def test_a_two_view_model_scores_the_same_through_triton_as_in_process(tmp_path, two_view_checkpoint, shm):
+    pytest.importorskip("pytriton")
+    from service.backends.embedded import EmbeddedBackend
+    from service.backends.triton import TritonBackend
+
+    rng = np.random.default_rng(0)
+    videos = rng.integers(0, 256, (3, 8, 128, 128, 3), dtype=np.uint8)
+    pairs = np.array([[0, 1], [1, 0], [0, 2], [2, 1]])
+    embedded = EmbeddedBackend(test_settings(checkpoint=str(two_view_checkpoint)), Metrics())
+    await embedded.start()
+    with synced_triton(tmp_path, "--checkpoint", str(two_view_checkpoint)) as server:
+        triton = TritonBackend(test_settings(backend="triton", triton_url=server.grpc_url, triton_timeout_s=10.0,
+                                             triton_shared_memory=shm), Metrics())
+        await triton.start()
+        try:
+            assert triton.contract() == embedded.contract() and triton.contract().views == (FRAMES, FRAGS)
+            got = await triton.score(views_for(triton.contract(), videos), pairs)
+            with pytest.raises(errors.BackendError):  # the fragments view is not optional
+                await triton.score({"frames": videos}, pairs)
+        finally:
+            await triton.close()
+    try:
+        want = await embedded.score(views_for(embedded.contract(), videos), pairs)
+        other = {"frames": videos, "fragments": np.ascontiguousarray(videos[:, :, ::-1])}  # same whole frames
+        moved = await embedded.score(other, pairs)
+    finally:
+        await embedded.close()
+    np.testing.assert_allclose(got.dimension, want.dimension, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got.criteria, want.criteria, atol=1e-4, rtol=1e-4)
+    assert np.abs(want.dimension).max() > 0.05  # logits big enough for the tolerances above to mean something
+    assert np.abs(moved.dimension - want.dimension).max() > 0.01  # the second view reaches the model
+
+
+async def test_the_gateway_renders_the_views_a_model_declares(two_view_checkpoint, clips):
+    """Real encoded clips through /v1/pair with a two-view checkpoint: the gateway publishes the views and
+    scores exactly what the backend computes on decode_views' output of the same files."""
+    from service.backends.embedded import EmbeddedBackend
+
+    pair = {"a": _b64(clips["clean"]), "b": _b64(clips["noisy"])}
+    async with running_app(test_settings(checkpoint=str(two_view_checkpoint))) as (client, _):
+        r = await client.post("/v1/pair", json=pair)
+        assert r.status_code == 200, r.text
+        info = (await client.get("/v1/model")).json()
+    assert info["views"] == ["frames:letterbox", "fragments:fragments:4"]
+    backend = EmbeddedBackend(test_settings(checkpoint=str(two_view_checkpoint)), Metrics())
+    await backend.start()
+    try:
+        a, b = (decode_views(clips[k], backend.contract().views, LIMITS)[0] for k in ("clean", "noisy"))
+        direct = await backend.score({n: np.stack([a[n], b[n]]) for n in a}, np.array([[0, 1]]))
+    finally:
+        await backend.close()
+    assert r.json()["logits"]["VF"] == pytest.approx(float(direct.dimension[0, 1]), abs=1e-4)
+
+
+def test_client_preparation_keeps_native_frames_for_a_model_with_fragments():
+    """A GRPO worker preparing tensors for a two-view model uploads the T sampled frames at their own size,
+    and the server cuts exactly the views it would cut from the whole clip; a whole-frame-only model still
+    gets frames resized on the worker."""
+    from service.client.frames import Contract, npy_bytes, prepare
+    from service.ingest.frames import uniform_indices
+    from service.ingest.sources import tensor_views
+
+    video = pan_frames(photo("path"), 17, 320, 180)
+    prepared = prepare(video, Contract(8, 128, 128, ("frames:letterbox", "fragments:fragments:4")))
+    assert prepared.shape == (8, 180, 320, 3)
+    served = tensor_views(npy_bytes(prepared), (FRAMES, FRAGS), 4096 * 4096, 10_000)
+    direct = render_array(video[uniform_indices(17, 8)], (FRAMES, FRAGS))
+    assert all(np.array_equal(served[n], direct[n]) for n in direct)
+    assert prepare(video, Contract(8, 128, 128)).shape == (8, 128, 128, 3)

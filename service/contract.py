@@ -94,7 +94,8 @@ class ModelContract:
 
     def __post_init__(self) -> None:
         """`frames`/`height`/`width` describe the whole-frame ("frames", letterbox) view every model has;
-        other views (fragments) come on top of it and share its T."""
+        other views (fragments) come on top of it with the same T x H x W (so GET /v1/model's view names
+        are all a client needs to prepare them)."""
         main = ViewSpec("frames", LETTERBOX, self.frames, self.height, self.width)
         if not self.views:
             object.__setattr__(self, "views", (main,))
@@ -102,8 +103,8 @@ class ModelContract:
         if main not in self.views or len(set(names)) != len(names):
             raise ValueError(f"views {describe_views(self.views)}: need one letterbox view 'frames' of "
                              f"{self.frames}x{self.height}x{self.width} and distinct names")
-        if any(v.frames != self.frames for v in self.views):
-            raise ValueError("every view samples the same T frames")
+        if any((v.frames, v.height, v.width) != (self.frames, self.height, self.width) for v in self.views):
+            raise ValueError(f"every view is {self.frames}x{self.height}x{self.width}, like the whole-frame view")
 
     @property
     def sampling_key(self) -> str:

@@ -11,15 +11,17 @@ VIDEO_SOURCES = ("base64", "path", "url")
 
 
 class VideoRef(BaseModel):
-    """One video: exactly one of base64 bytes (a container file or a raw uint8 [T,H,W,3] .npy), a path
+    """One video: exactly one of base64 bytes (a container file, a raw uint8 [T,H,W,3] .npy, or an .npz of
+    the model's views prepared by the client: service.client.frames), a path
     under the configured allowed roots, or a URL. Uploading with the /upload routes avoids base64.
 
     The OpenAPI schema says so as `oneOf` three closed alternatives (so generated clients and schema-based
     testers build only valid refs); at run time the same rule is checked here, explicit nulls included."""
 
     model_config = ConfigDict(extra="forbid")
-    base64: str | None = Field(None, min_length=1, description="File bytes (mp4/webm/mkv/... or .npy), base64; "
-                                                               "at most max_video_bytes once decoded.")
+    base64: str | None = Field(None, min_length=1,
+                               description="File bytes (mp4/webm/mkv/..., .npy frames or .npz views), base64; "
+                                           "at most max_video_bytes once decoded.")
     path: str | None = Field(None, min_length=1, max_length=4096,
                              description="Path under AESRM_ALLOWED_ROOTS (shared storage).")
     url: str | None = Field(None, min_length=1, max_length=4096, description="http(s) URL (if AESRM_URL_INGEST).")

@@ -174,18 +174,67 @@ async def test_the_gateway_renders_the_views_a_model_declares(two_view_checkpoin
     assert r.json()["logits"]["VF"] == pytest.approx(float(direct.dimension[0, 1]), abs=1e-4)
 
 
-def test_client_preparation_keeps_native_frames_for_a_model_with_fragments():
-    """A GRPO worker preparing tensors for a two-view model uploads the T sampled frames at their own size,
-    and the server cuts exactly the views it would cut from the whole clip; a whole-frame-only model still
-    gets frames resized on the worker."""
+def test_client_prepares_every_view_and_the_server_takes_them_as_they_are():
+    """A GRPO worker preparing tensors for a two-view model makes both views with the server's functions
+    and uploads one .npz (0.4 MB a view, not T native frames); the server takes them unchanged. A
+    whole-frame-only model still gets one .npy resized on the worker."""
     from service.client.frames import Contract, npy_bytes, prepare
     from service.ingest.frames import uniform_indices
     from service.ingest.sources import tensor_views
 
     video = pan_frames(photo("path"), 17, 320, 180)
     prepared = prepare(video, Contract(8, 128, 128, ("frames:letterbox", "fragments:fragments:4")))
-    assert prepared.shape == (8, 180, 320, 3)
-    served = tensor_views(npy_bytes(prepared), (FRAMES, FRAGS), 4096 * 4096, 10_000)
     direct = render_array(video[uniform_indices(17, 8)], (FRAMES, FRAGS))
+    assert set(prepared) == {"frames", "fragments"}
+    assert all(np.array_equal(prepared[n], direct[n]) for n in direct)
+    upload = npy_bytes(prepared)
+    assert len(upload) < 2 * 8 * 128 * 128 * 3 + 4096
+    served = tensor_views(upload, (FRAMES, FRAGS), 4096 * 4096, 10_000)
     assert all(np.array_equal(served[n], direct[n]) for n in direct)
     assert prepare(video, Contract(8, 128, 128)).shape == (8, 128, 128, 3)
+
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["missing_view", "extra_view", "wrong_shape", "float", "compressed", "not_a_zip",
+                                  "pickled"])
+def test_bad_prepared_views_are_a_422_invalid_tensor(case):
+    from service.ingest.sources import tensor_views
+
+    ok = np.zeros((8, 128, 128, 3), np.uint8)
+    data = {
+        "missing_view": lambda: _npz(frames=ok),
+        "extra_view": lambda: _npz(frames=ok, fragments=ok, depth=ok),
+        "wrong_shape": lambda: _npz(frames=ok, fragments=ok[:, :64]),
+        "float": lambda: _npz(frames=ok, fragments=ok.astype(np.float32)),
+        "compressed": lambda: (lambda b: (np.savez_compressed(b, frames=ok, fragments=ok), b.getvalue())[1])(
+            io.BytesIO()),
+        "not_a_zip": lambda: b"PK\x03\x04" + b"\x00" * 100,
+        "pickled": lambda: _npz(frames=ok, fragments=np.array([{"x": 1}], dtype=object)),
+    }[case]()
+    with pytest.raises(errors.InvalidTensor):
+        tensor_views(data, (FRAMES, FRAGS), 4096 * 4096, 10_000)
+
+
+async def test_prepared_views_over_http_score_like_the_clip_they_came_from(two_view_checkpoint):
+    """/v1/pair with two .npz uploads of prepared views equals /v1/pair with the raw frames as .npy; an
+    .npz that lacks a view of the model is a 422 invalid_tensor."""
+    from service.client.frames import Contract, npy_bytes, prepare
+
+    clean = pan_frames(photo("colorfulcups"), 17, 320, 180)
+    noisy = degrade(clean, "noise", 0.5, seed=1)
+    two = Contract(8, 128, 128, ("frames:letterbox", "fragments:fragments:4"))
+    raw = {"a": _b64(npy_bytes(clean)), "b": _b64(npy_bytes(noisy))}
+    prepared = {"a": _b64(npy_bytes(prepare(clean, two))), "b": _b64(npy_bytes(prepare(noisy, two)))}
+    async with running_app(test_settings(checkpoint=str(two_view_checkpoint))) as (client, _):
+        r_raw = await client.post("/v1/pair", json=raw)
+        r_prep = await client.post("/v1/pair", json=prepared)
+        bad = await client.post("/v1/pair", json={"a": prepared["a"], "b": _b64(_npz(frames=clean[:8]))})
+    assert r_raw.status_code == r_prep.status_code == 200, (r_raw.text, r_prep.text)
+    for k in ("VA", "VF", "VP"):
+        assert r_prep.json()["logits"][k] == pytest.approx(r_raw.json()["logits"][k], abs=1e-5)
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_tensor", bad.text

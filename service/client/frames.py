@@ -4,9 +4,10 @@ before anything leaves the worker, so a GRPO worker uploads T small frames (.npy
 
 The server does exactly the same to a raw tensor it receives (uniform frame indices, aspect-preserving
 letterbox), so an input prepared here is not touched again. A model that also looks at native-resolution
-detail (GET /v1/model `views` beyond "frames:letterbox", e.g. proxy 2.2.0's fragments) gets the T sampled
-frames at their own size instead: the server cuts its views from them (~1.2 MB a 480p frame, still a
-tenth of the whole clip). Resampling:
+detail (GET /v1/model `views` beyond "frames:letterbox", e.g. proxy 2.2.0's fragments) gets every view made
+here with the server's own functions (service.ingest.views) and uploaded as one uncompressed .npz, 0.4 MB a
+view: resizing first would destroy what the fragments are for, and T native 480p frames are 9.6 MB.
+Resampling:
 * PyAV importable (the server extra): the server's own swscale AREA resampler -> identical pixels,
   identical rewards.
 * base install (httpx + pydantic + numpy only): exact area averaging in numpy. swscale's AREA filter is
@@ -77,9 +78,10 @@ def detect_layout(shape: tuple[int, ...]) -> Layout:
 
 
 def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, value_range: ValueRange = "auto",
-            resampler: Literal["auto", "swscale", "numpy"] = "auto") -> np.ndarray:
+            resampler: Literal["auto", "swscale", "numpy"] = "auto") -> np.ndarray | dict[str, np.ndarray]:
     """One video -> uint8 [T, H, W, 3] at the model's input size (what the server would feed the model), or
-    the T frames at their own size when the model needs native-resolution views (Contract.whole_frames_only)."""
+    {view name: [T, H, W, 3]} for a model with more views than the whole frame (Contract.whole_frames_only).
+    npy_bytes() turns either into the upload."""
     shape = tuple(int(s) for s in video.shape)
     lay = layout or detect_layout(shape)
     if lay not in LAYOUTS:
@@ -96,8 +98,28 @@ def prepare(video: Any, contract: Contract, *, layout: Layout | None = None, val
         raise ValueError(f"expected 3 channels in layout {lay}, got shape {shape}")
     frames = to_uint8(frames, value_range)
     if not contract.whole_frames_only:
-        return np.ascontiguousarray(frames)
+        return _views(frames, contract, resampler)
     return fit(frames, contract.width, contract.height, resampler)
+
+
+def _views(frames: np.ndarray, contract: Contract, resampler: str) -> dict[str, np.ndarray] | np.ndarray:
+    """Every view of the model from the T sampled frames; the frames themselves (the server then makes the
+    views) only when a frame is smaller than a fragments mosaic and PyAV is missing to enlarge it."""
+    from service.contract import FRAGMENTS, parse_views
+    from service.ingest.views import fragment_mosaic
+
+    shape = (contract.frames, contract.height, contract.width)
+    specs = parse_views(",".join(contract.views), {v.split(":")[0]: shape for v in contract.views})
+    out = {}
+    for s in specs:
+        if s.kind == FRAGMENTS:
+            try:
+                out[s.name] = np.stack([fragment_mosaic(f, s) for f in frames])
+            except ImportError:  # a small frame to enlarge, no PyAV here
+                return np.ascontiguousarray(frames)
+        else:
+            out[s.name] = fit(frames, s.width, s.height, resampler)
+    return out
 
 
 def to_uint8(frames: np.ndarray, value_range: ValueRange = "auto") -> np.ndarray:
@@ -139,9 +161,14 @@ def fit(frames: np.ndarray, width: int, height: int, resampler: str = "auto") ->
     return out
 
 
-def npy_bytes(frames: np.ndarray) -> bytes:
+def npy_bytes(prepared: np.ndarray | dict[str, np.ndarray]) -> bytes:
+    """The upload of a prepare() result: .npy frames, or an uncompressed .npz with one .npy per view (the
+    server refuses compressed members)."""
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(frames), allow_pickle=False)
+    if isinstance(prepared, dict):
+        np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in prepared.items()})
+    else:
+        np.save(buf, np.ascontiguousarray(prepared), allow_pickle=False)
     return buf.getvalue()
 
 

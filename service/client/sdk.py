@@ -49,7 +49,8 @@ class VideoURL:
     url: str
 
 
-VideoInput = Union[bytes, bytearray, memoryview, Path, np.ndarray, ServerPath, VideoURL]
+VideoInput = Union[bytes, bytearray, memoryview, Path, np.ndarray, dict, ServerPath, VideoURL]
+"""dict: {view name: uint8 [T, H, W, 3]}, the views service.client.frames.prepare makes for a multi-view model."""
 
 
 class AesRMError(Exception):
@@ -101,6 +102,13 @@ def _payload(x: VideoInput, n: int | str) -> tuple[str, bytes] | ServerPath | Vi
         return x.name, x.read_bytes()
     if isinstance(x, np.ndarray):
         return f"{n}.npy", _npy_bytes(x)
+    if isinstance(x, dict):  # prepared views: one uncompressed .npz
+        from service.client.frames import npy_bytes
+
+        bad = {k: (v.dtype, v.shape) for k, v in x.items() if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3}
+        if bad:
+            raise ValueError(f"every view must be uint8 [T,H,W,3], got {bad}")
+        return f"{n}.npz", npy_bytes(x)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return f"{n}.bin", bytes(x)
     raise TypeError(f"unsupported video input {type(x).__name__}")

@@ -1,4 +1,5 @@
-"""Fetch and validate one input: upload bytes, base64, an allowed local path, or a raw .npy frame tensor.
+"""Fetch and validate one input: upload bytes, base64, an allowed local path, a raw .npy frame tensor, or
+an .npz of views a client already made for the model (service.client.frames.prepare).
 
 Everything becomes bytes plus a content hash before anything is decoded, so the cache can answer on the
 hash alone and a cached video is never decoded again.
@@ -10,6 +11,7 @@ import binascii
 import hashlib
 import io
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from service.ingest.frames import uniform_indices
 from service.ingest.views import LETTERBOX, ViewSpec, render_array
 
 NPY_MAGIC = b"\x93NUMPY"
+NPZ_MAGIC = b"PK\x03\x04"  # np.savez: a zip of one .npy per view
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class LoadedInput:
 
     @property
     def is_tensor(self) -> bool:
-        return self.data[:6] == NPY_MAGIC
+        """Frames or views as arrays (.npy / .npz), not a container file: nothing to decode."""
+        return self.data[:6] == NPY_MAGIC or self.data[:4] == NPZ_MAGIC
 
 
 def content_digest(data: bytes) -> str:
@@ -102,7 +106,10 @@ def tensor_sample(
 
 def tensor_views(data: bytes, specs: tuple[ViewSpec, ...], max_pixels: int, max_frames: int, item=None
                  ) -> dict[str, np.ndarray]:
-    """Raw uint8 [T, H, W, 3] .npy (no pickle) -> the views of its T' uniform frames (service.ingest.views)."""
+    """Raw uint8 [T, H, W, 3] .npy (no pickle) -> the views of its T' uniform frames (service.ingest.views);
+    an .npz of prepared views -> those views, checked and taken as they are."""
+    if data[:4] == NPZ_MAGIC:
+        return prepared_views(data, specs, item)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # malformed header, pickled object, truncated data
@@ -118,6 +125,36 @@ def tensor_views(data: bytes, specs: tuple[ViewSpec, ...], max_pixels: int, max_
         return render_array(array[uniform_indices(t, specs[0].frames)], specs)
     except Exception as exc:  # e.g. swscale refusing a 1 x 2,100,000 frame: the input's fault, not ours
         raise errors.InvalidTensor(f"frames of {w}x{h} cannot be resized: {type(exc).__name__}", item=item) from exc
+
+
+def prepared_views(data: bytes, specs: tuple[ViewSpec, ...], item=None) -> dict[str, np.ndarray]:
+    """An uncompressed .npz holding exactly the model's views, `<name>.npy` = uint8 [T, H, W, 3] each (what
+    service.client.frames.prepare uploads for a multi-view model: 0.4 MB a view instead of T native frames).
+    Compressed members are refused, so nothing inflates beyond the sizes checked here."""
+    want = {f"{s.name}.npy": s for s in specs}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            infos = {i.filename: i for i in zf.infolist()}
+            if set(infos) != set(want):
+                raise errors.InvalidTensor(
+                    f"prepared views {sorted(n.removesuffix('.npy') for n in infos)} but the model takes "
+                    f"{[s.name for s in specs]} (GET /v1/model: views)", item=item)
+            out = {}
+            for name, s in want.items():
+                info, size = infos[name], s.frames * s.height * s.width * 3
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size + 4096:  # + .npy header
+                    raise errors.InvalidTensor(f"view {s.name}: compressed or larger than {s.frames}x{s.height}x"
+                                               f"{s.width}x3 uint8 (np.savez, not savez_compressed)", item=item)
+                arr = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+                if arr.dtype != np.uint8 or arr.shape != (s.frames, s.height, s.width, 3):
+                    raise errors.InvalidTensor(f"view {s.name}: expected uint8 {[s.frames, s.height, s.width, 3]}, "
+                                               f"got {arr.dtype} {list(arr.shape)}", item=item)
+                out[s.name] = arr
+            return out
+    except errors.ServiceError:
+        raise
+    except Exception as exc:  # not a zip, truncated, a pickled member, a bad CRC
+        raise errors.InvalidTensor(f"not a readable .npz of views: {type(exc).__name__}", item=item) from exc
 
 
 def load_ref(ref, settings, item=None) -> LoadedInput:

@@ -18,17 +18,26 @@ pixels.
 
 from __future__ import annotations
 
-import av
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from service.contract import LETTERBOX, ViewSpec
-from service.ingest.frames import fit_array, fit_size, letterbox
+
+if TYPE_CHECKING:
+    import av
+
+# PyAV (swscale) is imported only where a resampler is needed: the fragment crop itself is numpy, so the
+# base-install client (service.client.frames, no PyAV) cuts fragments with this same function.
+
 
 def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec) -> np.ndarray:
     """uint8 [h, w, 3] at native resolution -> [H, W, 3] mosaic of the centre patch of every grid cell."""
     g, ph, pw = spec.grid, spec.height // spec.grid, spec.width // spec.grid
     h, w = rgb.shape[:2]
     if h < spec.height or w < spec.width:  # too small for native patches: enlarge to just fit the mosaic
+        import av
+
         scale = max(spec.height / h, spec.width / w)
         nw, nh = max(spec.width, round(w * scale)), max(spec.height, round(h * scale))
         rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
@@ -46,6 +55,8 @@ def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec) -> np.ndarray:
 def render_frame(frame: av.VideoFrame, spec: ViewSpec, rotation: int = 0) -> np.ndarray:
     """One decoded frame (any pixel format) -> the view's [H, W, 3]; `rotation` = quarter turns to apply."""
     if spec.kind == LETTERBOX:
+        from service.ingest.frames import fit_size, letterbox
+
         src_w, src_h = (frame.height, frame.width) if rotation % 2 else (frame.width, frame.height)
         w, h = fit_size(src_w, src_h, spec.width, spec.height)
         rw, rh = (h, w) if rotation % 2 else (w, h)  # resize in stored orientation, then rotate
@@ -67,6 +78,8 @@ def render_frames(frames: list[av.VideoFrame], specs: tuple[ViewSpec, ...], rota
 
 def render_array(frames: np.ndarray, specs: tuple[ViewSpec, ...]) -> dict[str, np.ndarray]:
     """Sampled uint8 RGB frames [T, h, w, 3] (raw tensors, training clips) -> {view name: [T, H, W, 3]}."""
+    from service.ingest.frames import fit_array
+
     out = {}
     for s in specs:
         if s.kind == LETTERBOX:

@@ -34,19 +34,10 @@ LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration_s=600, max_frames=100
 
 
 def encode(frames: np.ndarray, gop_s: float) -> bytes:
-    buf = io.BytesIO()
-    h, w = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
-    with av.open(buf, "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=FPS)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.codec_context.gop_size = int(gop_s * FPS)
-        st.options = {"preset": "veryfast", "crf": "20", "threads": "1"}
-        for rgb in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
-    return buf.getvalue()
+    from service.examples import encode as encode_clip
+
+    return encode_clip(frames, "h264", fps=FPS, gop=int(gop_s * FPS),
+                       options={"preset": "veryfast", "crf": "20", "threads": "1"})
 
 
 def exact_sample(video: bytes, t: int) -> np.ndarray:

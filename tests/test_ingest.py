@@ -103,19 +103,8 @@ _ENCODERS = {
 
 
 def _encode_with(frames: np.ndarray, encoder: str, options: dict, fmt: str, gop: int, fps: int = 24) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as out:
-        st = out.add_stream(encoder, rate=fps)
-        st.height, st.width = frames.shape[1:3]
-        st.pix_fmt = "yuv420p"
-        st.codec_context.gop_size = gop
-        st.options = dict(options, threads="1") if encoder != "libx265" else options
-        for rgb in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
-    return buf.getvalue()
+    opts = dict(options, threads="1") if encoder != "libx265" else options  # x265 takes its own pools option
+    return encode(frames, fps=fps, gop=gop, options=opts, encoder=encoder, fmt=fmt)
 
 
 def _full_decode(data: bytes, skip: str = "DEFAULT") -> dict:

@@ -68,10 +68,12 @@ _FORMATS = {"h264": ("mp4", "libx264"), "vp9": ("webm", "libvpx-vp9"), "av1": ("
 
 def encode(frames: np.ndarray, codec: str = "h264", fps: int = 24, gop: int | None = None,
            rotation: int | None = None, pts_jitter: bool = False, pix_fmt: str = "yuv420p",
-           options: dict[str, str] | None = None) -> bytes:
+           options: dict[str, str] | None = None, encoder: str | None = None, fmt: str | None = None) -> bytes:
     """Encode RGB frames to a real container in memory. `pts_jitter` makes the frame rate variable;
-    `options` replaces the encoder's defaults (e.g. libx264 `veryfast` for B-frames, as generators encode)."""
-    fmt, encoder = _FORMATS[codec]
+    `options` replaces the encoder's defaults (e.g. libx264 `veryfast` for B-frames, as generators encode);
+    `encoder` / `fmt` name any FFmpeg encoder and container instead of `codec`'s pair (libx265 in mp4,
+    mpeg4 in MPEG-TS, ...). The one encoder of the repo's examples, tests and benchmarks."""
+    fmt, encoder = fmt or _FORMATS[codec][0], encoder or _FORMATS[codec][1]
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska" if fmt == "mkv" else fmt) as out:
         stream = out.add_stream(encoder, rate=fps)

@@ -37,7 +37,7 @@ import av
 import httpx
 import numpy as np
 
-from service.examples import pan_frames, photo
+from service.examples import encode, pan_frames, photo
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.frames import fit_frame, uniform_indices
 
@@ -55,18 +55,8 @@ def clip(seconds: float, width: int, height: int, gop_s: float, seed: int, fps: 
     """A real camera pan over a real photo, libx264 `veryfast` (B-frames, b-pyramid): generator-like."""
     frames = pan_frames(photo(("path", "bythewater", "colorfulcups")[seed % 3]), int(seconds * fps), width,
                         height, zoom=1.15 + 0.05 * (seed % 5))
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-        st.codec_context.gop_size = int(gop_s * fps)
-        st.options = {"preset": "veryfast", "crf": "23", "threads": "1"}
-        for rgb in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
-    return buf.getvalue()
+    return encode(frames, "h264", fps=fps, gop=int(gop_s * fps),
+                  options={"preset": "veryfast", "crf": "23", "threads": "1"})
 
 
 def full_decode_sample(data: bytes) -> np.ndarray:

@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from service.tools.processes import stop_all
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "load-test-key"
 
@@ -81,12 +83,7 @@ class Stack:
         raise RuntimeError("server not ready in 90 s")
 
     def __exit__(self, *exc) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs)
 
 
 def make_clips(n: int) -> list[bytes]:

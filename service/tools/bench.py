@@ -40,6 +40,7 @@ import numpy as np
 from service.examples import encode, pan_frames, photo
 from service.ingest.decode import DecodeLimits, decode_sample
 from service.ingest.frames import fit_frame, uniform_indices
+from service.tools.processes import stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-key"
@@ -152,12 +153,7 @@ class Servers:
         return self
 
     def __exit__(self, *exc) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs)
         self.logs.cleanup()
 
 

@@ -13,14 +13,20 @@ from pathlib import Path
 import numpy as np
 
 from service.examples import degrade, pan_frames, photo
-from service.ingest.frames import fit_array
+from service.training.data import VIEWS, T, model_input
 
 PHOTOS = ("bythewater", "colorfulcups", "path")
 
 
-def clip(frames: np.ndarray, t: int = 8, size: int = 128) -> np.ndarray:
+def clip(frames: np.ndarray, t: int = 8) -> np.ndarray:
+    """T frames of a clip as a training clip: every view stacked along time (service.training.data)."""
     idx = np.linspace(0, len(frames) - 1, t).round().astype(int)
-    return fit_array(np.ascontiguousarray(frames[idx]), size, size)
+    return model_input(frames[idx])
+
+
+def views(clips: np.ndarray) -> dict[str, np.ndarray]:
+    """Training-style clips [N, 2T, H, W, 3] -> the gateway's {view name: [N, T, H, W, 3]}."""
+    return {v.name: np.ascontiguousarray(clips[:, k * T:(k + 1) * T]) for k, v in enumerate(VIEWS)}
 
 
 def example_groups() -> list:

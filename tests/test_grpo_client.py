@@ -20,7 +20,20 @@ from service.ingest.sources import tensor_sample
 from tests.conftest import running_app, test_settings
 from tests.test_client import serve
 
-CONTRACT = Contract(8, 128, 128)
+CONTRACT = Contract(8, 128, 128)  # a whole-frame-only model: frames resized on the worker
+
+
+def _served_contract() -> Contract:
+    """What GET /v1/model publishes for the shipped checkpoint (2.2.0: whole frames + fragments)."""
+    import json
+
+    from service.model.checkpoint import DEFAULT_CHECKPOINT, manifest_path
+
+    m = json.loads(manifest_path(DEFAULT_CHECKPOINT).read_text())
+    return Contract(m["frames"], m["height"], m["width"], tuple(m.get("views", "frames:letterbox").split(",")))
+
+
+SERVED = _served_contract()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +52,7 @@ def renders() -> list[np.ndarray]:
 
 
 def _group(client: AesRMClient, videos: list[np.ndarray], **kw) -> list[float]:
-    res = client.group([prepare(v, CONTRACT) for v in videos], **kw)
+    res = client.group([prepare(v, SERVED) for v in videos], **kw)
     return [x.reward for x in res.results]
 
 
@@ -90,7 +103,7 @@ def test_group_of_one_and_broken_renders_are_flagged_never_given_a_made_up_rewar
 def test_reference_mode_scores_a_lone_sample_against_the_reference(server, renders):
     with AesRMClient(server) as c:
         got = score_batch(c, [renders[1], renders[5]], ["a", "b"], reference=renders[0])
-        direct = _group(c, [renders[1]], reference=prepare(renders[0], CONTRACT))
+        direct = _group(c, [renders[1]], reference=prepare(renders[0], SERVED))
     assert got.ok.all() and got.rewards[0] == pytest.approx(direct[0], abs=1e-12)
     assert all(0.0 < r < 1.0 for r in got.rewards)  # P(sample > reference)
 
@@ -114,9 +127,12 @@ def test_prepare_takes_any_layout_dtype_and_torch_and_matches_the_servers_pixels
 
 
 async def test_numpy_resampler_agrees_with_swscale_within_the_documented_tolerance(renders):
-    sw = [prepare(v, CONTRACT, resampler="swscale") for v in renders[:4]]
-    npy = [prepare(v, CONTRACT, resampler="numpy") for v in renders[:4]]
-    diff = np.abs(np.stack(sw).astype(int) - np.stack(npy).astype(int))
+    """The shipped model's views prepared with either resampler (only the whole-frame view is resampled;
+    fragments are exact crops) give rewards within RESAMPLE_TOLERANCE."""
+    sw = [prepare(v, SERVED, resampler="swscale") for v in renders[:4]]
+    npy = [prepare(v, SERVED, resampler="numpy") for v in renders[:4]]
+    frames = lambda p: p["frames"] if isinstance(p, dict) else p  # noqa: E731
+    diff = np.abs(np.stack([frames(p) for p in sw]).astype(int) - np.stack([frames(p) for p in npy]).astype(int))
     assert diff.max() <= 4 and diff.mean() < 1.0
     async with running_app(test_settings()) as (_, app):
         async with AsyncAesRMClient("http://t", transport=httpx.ASGITransport(app=app)) as c:
@@ -193,7 +209,7 @@ def test_dancegrpo_per_dimension_rewards_one_video_per_call_in_reference_mode(se
         fn = DanceGRPOReward(c, reference=renders[0])
         one = fn.reward([renders[1]], ["a lake"], use_norm=True)  # DanceGRPO's per-video call
         heads = fn.per_dimension(renders[1:4], ["a lake"] * 3)
-        direct = c.group([prepare(renders[1], CONTRACT)], reference=prepare(renders[0], CONTRACT)).results[0]
+        direct = c.group([prepare(renders[1], SERVED)], reference=prepare(renders[0], SERVED)).results[0]
     assert set(one[0]) == {"VA", "VF", "VP", "Overall", "ok", "error"} and one[0]["ok"]
     assert one[0]["VF"] == pytest.approx(direct.vs_reference.VF) and one[0]["Overall"] == pytest.approx(direct.reward)
     assert heads["VF"].shape == (3,) and heads["ok"].all() and heads["VF"][0] == pytest.approx(one[0]["VF"])

@@ -62,14 +62,18 @@ def test_checkpoint_files_and_manifest(proxy):
     assert all(f["license"] and f["package"] for s in m["sources"].values() for f in s)
 
 
+def swapped(inputs: tuple) -> tuple:
+    """forward() inputs (frames_a, frames_b[, fragments_a, fragments_b]) with A and B swapped in every view."""
+    return tuple(inputs[i ^ 1] for i in range(len(inputs)))
+
+
 def test_contract_shapes(proxy):
     model, _ = proxy
-    g = torch.Generator().manual_seed(0)
-    a = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
-    b = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    inputs = model.example_inputs(2, torch.Generator().manual_seed(0))  # every view of the checkpoint
+    assert len(inputs) == 2 * len(model.config.views()) == 4  # 2.2.0: whole frames and fragments
     with torch.inference_mode():
-        dim, crit = model(a, b)
-        emb = model.encode(torch.cat([a, b]))
+        dim, crit = model(*inputs)
+        emb = model.encode(*(torch.cat(inputs[k:k + 2]) for k in range(0, len(inputs), 2)))  # a's then b's
         dim2, crit2 = model.heads(emb[:2], emb[2:])
         wts = model.dimension_weights()
     assert dim.shape == (2, 3) and crit.shape == (2, len(CRITERIA)) and emb.shape == (4, model.config.embed_dim)
@@ -98,12 +102,12 @@ def test_logits_are_bounded_and_still_exactly_antisymmetric_for_huge_weights():
     with torch.no_grad():
         model.criterion_w.mul_(1e4)
         model.dim_temperature.copy_(torch.tensor([1.0, 2.0, 0.5]))
-    g = torch.Generator().manual_seed(2)
-    a = torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
-    b = torch.zeros_like(a)
+    x = model.example_inputs(2, torch.Generator().manual_seed(2))
+    for side_b in x[1::2]:
+        side_b.zero_()  # noise vs black in every view
     with torch.inference_mode():
-        d_ab, c_ab = model(a, b)
-        d_ba, c_ba = model(b, a)
+        d_ab, c_ab = model(*x)
+        d_ba, c_ba = model(*swapped(x))
     assert torch.equal(d_ba, -d_ab) and torch.equal(c_ba, -c_ab)
     bound = model.config.bound
     assert (d_ab.abs() <= bound + 1e-5).all() and (c_ab.abs() <= bound + 1e-5).all()
@@ -113,13 +117,12 @@ def test_logits_are_bounded_and_still_exactly_antisymmetric_for_huge_weights():
 @pytest.mark.parametrize("which", ["trained", "untrained"])
 def test_antisymmetry_exact(proxy, which):
     model = proxy[0] if which == "trained" else untrained_proxy(seed=3)[0]
-    g = torch.Generator().manual_seed(1)
-    a = torch.randint(0, 256, (3, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
-    b = torch.randint(0, 256, (3, 8, 128, 128, 3), dtype=torch.uint8, generator=g)
+    inputs = model.example_inputs(3, torch.Generator().manual_seed(1))
+    same = tuple(inputs[i & ~1] for i in range(len(inputs)))  # A on both sides
     with torch.inference_mode():
-        d_ab, c_ab = model(a, b)
-        d_ba, c_ba = model(b, a)
-        d_aa, _ = model(a, a)
+        d_ab, c_ab = model(*inputs)
+        d_ba, c_ba = model(*swapped(inputs))
+        d_aa, _ = model(*same)
     assert torch.equal(d_ba, -d_ab) and torch.equal(c_ba, -c_ab)
     assert torch.equal(d_aa, torch.zeros_like(d_aa))
 
@@ -264,11 +267,29 @@ def test_checkpoints_from_before_orientation_features_still_load():
     assert AesRMProxy(cfg).frame_proj[0].in_features == AesRMProxy(ProxyConfig()).frame_proj[0].in_features - 8
 
 
+def test_checkpoints_from_before_the_fragments_view_load_as_whole_frame_models(tmp_path):
+    """A 2.1.0 config has no `fragments` key: it rebuilds the one-view architecture, and the gateway's
+    contract for it asks for whole frames only (the same cache keys as before)."""
+    from service.backends.embedded import contract_from_manifest
+
+    cfg = {k: v for k, v in ProxyConfig().to_dict().items() if k not in ("fragments", "frag_widths")}
+    old = AesRMProxy(ProxyConfig.from_dict(cfg))
+    path = tmp_path / "v21.pt"
+    torch.save({"config": cfg, "state_dict": old.state_dict()}, path)
+    loaded, manifest = load_proxy(path)
+    assert loaded.config.fragments == 0 and manifest["views"] == "frames:letterbox"
+    contract = contract_from_manifest(manifest)
+    assert [v.name for v in contract.views] == ["frames"] and contract.sampling_key == "T8xH128xW128"
+    a = torch.zeros((1, 8, 128, 128, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        assert loaded(a, a)[0].shape == (1, 3)
+
+
 def test_bounded_calibrated_heads_export_to_onnx_with_parity(tmp_path):
     """The 2.0 heads (odd soft bound, temperatures) survive the ONNX export used by Triton/TensorRT."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    from service.training.export_onnx import OUTPUT_NAMES, export
+    from service.training.export_onnx import OUTPUT_NAMES, export, input_names
 
     model, _ = untrained_proxy(seed=6)
     with torch.no_grad():
@@ -277,13 +298,12 @@ def test_bounded_calibrated_heads_export_to_onnx_with_parity(tmp_path):
         model.crit_temperature.copy_(torch.linspace(0.5, 3.0, len(CRITERIA)))
     path = export(model, tmp_path / "m.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    g = np.random.default_rng(1)
-    a = g.integers(0, 256, (3, 8, 128, 128, 3), dtype=np.uint8)
-    b = g.integers(0, 256, (3, 8, 128, 128, 3), dtype=np.uint8)
-    b[0] = 0  # black vs noise: far apart, so the bound saturates
-    dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})
+    x = model.example_inputs(3, torch.Generator().manual_seed(1))
+    for side_b in x[1::2]:
+        side_b[0] = 0  # black vs noise in every view: far apart, so the bound saturates
+    dim, crit = sess.run(OUTPUT_NAMES, {n: t.numpy() for n, t in zip(input_names(model), x)})
     with torch.inference_mode():
-        tdim, tcrit = model(torch.from_numpy(a), torch.from_numpy(b))
+        tdim, tcrit = model(*x)
     tol = 50 * 1e-4  # the 50x head weights scale the encoder's float rounding (1e-4 in test_onnx_parity) too
     assert np.abs(dim - tdim.numpy()).max() < tol and np.abs(crit - tcrit.numpy()).max() < tol
     assert np.abs(crit[0]).max() > 1.0  # not a trivially zero comparison

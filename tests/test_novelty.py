@@ -64,18 +64,17 @@ def test_checkpoints_without_novelty_load_with_it_unavailable(tmp_path):
 
 def test_with_novelty_buffers_keeps_logits_and_antisymmetry_is_exact(model):
     m, _ = model
-    rng = np.random.default_rng(3)
-    a = torch.from_numpy(rng.integers(0, 256, (2, 8, 128, 128, 3), dtype=np.uint8))
-    b = torch.from_numpy(rng.integers(0, 256, (2, 8, 128, 128, 3), dtype=np.uint8))
+    inputs = m.example_inputs(2, torch.Generator().manual_seed(3))  # every view: frames (+ fragments)
+    swapped = tuple(inputs[i ^ 1] for i in range(len(inputs)))
     with torch.inference_mode():
-        d_ab, c_ab, n_ab = m.forward_with_novelty(a, b)
-        d_ba, c_ba, n_ba = m.forward_with_novelty(b, a)
+        d_ab, c_ab, n_ab = m.forward_with_novelty(*inputs)
+        d_ba, c_ba, n_ba = m.forward_with_novelty(*swapped)
         assert torch.equal(d_ab, -d_ba) and torch.equal(c_ab, -c_ba)
         assert torch.equal(n_ab, n_ba.flip(1))  # per side: swapping A and B swaps the two values
-        d, c = m(a, b)
+        d, c = m(*inputs)
         assert torch.equal(d, d_ab) and torch.equal(c, c_ab)
         plain = load_proxy()[0] if DEFAULT_CHECKPOINT.is_file() else untrained_proxy(seed=0)[0]
-        assert torch.equal(plain(a, b)[0], d) and torch.equal(with_novelty_buffers(plain)(a, b)[1], c)
+        assert torch.equal(plain(*inputs)[0], d) and torch.equal(with_novelty_buffers(plain)(*inputs)[1], c)
 
 
 def test_synthetic_clips_are_out_of_distribution_and_photo_pans_are_not(model):
@@ -83,7 +82,7 @@ def test_synthetic_clips_are_out_of_distribution_and_photo_pans_are_not(model):
     base = pan_frames(photo("bythewater"), 48, 320, 180)
     clips = np.stack([clip(base), clip(degrade(base, "noise", 0.3)), clip(checker()), clip(flat_red())])
     with torch.inference_mode():
-        nov = m.novelty(m.encode(torch.from_numpy(clips))).numpy()
+        nov = m.novelty(m.encode_packed(torch.from_numpy(clips))).numpy()
     assert nov[0] < 1.0 and nov[1] < 1.0 and nov[2] > 1.0 and nov[3] > 1.0, nov
 
 

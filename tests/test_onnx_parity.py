@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from service.model.checkpoint import load_proxy
-from service.training.export_onnx import INPUT_NAMES, OUTPUT_NAMES, main as export_main, output_names
+from service.training.export_onnx import OUTPUT_NAMES, input_names, main as export_main, output_names
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -27,15 +27,14 @@ def test_onnx_parity(tmp_path):
     assert manifest["model_id"] == "aesrm-proxy" and manifest["onnx_outputs"] == names
 
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == INPUT_NAMES
+    inputs = input_names(model)
+    assert [i.name for i in sess.get_inputs()] == inputs == ["frames_a", "frames_b", "fragments_a", "fragments_b"]
     assert [o.name for o in sess.get_outputs()] == names
-    rng = np.random.default_rng(0)
     for batch in (1, 3):
-        a = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
-        b = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
-        dim, crit = sess.run(OUTPUT_NAMES, {"frames_a": a, "frames_b": b})  # the logits, whatever else
+        x = model.example_inputs(batch, torch.Generator().manual_seed(batch))
+        dim, crit = sess.run(OUTPUT_NAMES, {n: t.numpy() for n, t in zip(inputs, x)})  # the logits, whatever else
         with torch.inference_mode():
-            tdim, tcrit = model(torch.from_numpy(a), torch.from_numpy(b))
+            tdim, tcrit = model(*x)
         assert dim.shape == (batch, 3) and crit.shape == (batch, len(model.config.criteria))
         assert np.abs(dim - tdim.numpy()).max() < 1e-4
         assert np.abs(crit - tcrit.numpy()).max() < 1e-4
@@ -55,13 +54,11 @@ def test_onnx_parity_with_the_novelty_output(tmp_path):
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == names
     model, _ = load_proxy(ckpt)
-    rng = np.random.default_rng(1)
     for batch in (1, 3):
-        a = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
-        b = rng.integers(0, 256, (batch, 8, 128, 128, 3), dtype=np.uint8)
-        got = sess.run(names, {"frames_a": a, "frames_b": b})
+        x = model.example_inputs(batch, torch.Generator().manual_seed(10 + batch))
+        got = sess.run(names, {n: t.numpy() for n, t in zip(input_names(model), x)})
         with torch.inference_mode():
-            want = [t.numpy() for t in model.forward_with_novelty(torch.from_numpy(a), torch.from_numpy(b))]
+            want = [t.numpy() for t in model.forward_with_novelty(*x)]
         assert got[2].shape == (batch, 2) and (got[2] > 0).all()
         for g, w in zip(got, want):
             assert np.abs(g - w).max() < 1e-4 * max(1.0, float(np.abs(w).max()))

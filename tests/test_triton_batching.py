@@ -49,10 +49,13 @@ def _stats(server) -> tuple[int, int, int, int]:
 
 
 async def _infer(client, rng) -> None:
+    """One pair: every input the model config declares (frames, and fragments from proxy 2.2.0)."""
+    cfg = (await client.get_model_config(MODEL, as_json=True))["config"]
     inputs = []
-    for name in ("frames_a", "frames_b"):
-        x = grpcclient.InferInput(name, [1, 8, 128, 128, 3], "UINT8")
-        x.set_data_from_numpy(rng.integers(0, 256, (1, 8, 128, 128, 3), dtype=np.uint8))
+    for spec in cfg["input"]:
+        shape = [1, *(int(d) for d in spec["dims"])]
+        x = grpcclient.InferInput(spec["name"], shape, "UINT8")
+        x.set_data_from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
         inputs.append(x)
     await client.infer(MODEL, inputs, client_timeout=60)
 

@@ -36,8 +36,9 @@ def test_proxy_variants_announce_the_same_contract():
     contract, max_batch = contracts[0]
     assert (contract.frames, contract.height, contract.width) == (8, 128, 128) and max_batch == 64
     assert len(contract.criteria) == len(contract.criterion_dimension) == 12 and contract.antisymmetric
+    assert [v.describe() for v in contract.views] == ["frames:letterbox", "fragments:fragments:4"]  # 2.2.0
     for c in (cpu, gpu, trt):
-        assert [i["name"] for i in c["input"]] == ["frames_a", "frames_b"]
+        assert [i["name"] for i in c["input"]] == ["frames_a", "frames_b", "fragments_a", "fragments_b"]
         assert all(i["data_type"] == "TYPE_UINT8" for i in c["input"])
         # 2.x ships fitted novelty statistics, so sync_config declares the per-side novelty output
         assert [o["name"] for o in c["output"]] == ["dimension_logits", "criterion_logits", "novelty"]
@@ -53,6 +54,7 @@ def test_proxy_config_matches_the_model_code():
     contract, _ = contract_from_config(_parse(REPO / "aesrm_proxy" / "config.pbtxt"))
     pc = ProxyConfig()
     assert (contract.frames, contract.height, contract.width) == (pc.frames, pc.height, pc.width)
+    assert contract.views == pc.views()  # the default architecture is the shipped one
     assert contract.criteria == pc.criteria and contract.criterion_dimension == pc.criterion_dimension
     assert contract.model_id == MODEL_ID and contract.model_version == VERSION
 

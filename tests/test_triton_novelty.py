@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.metrics import Metrics
-from tests.conftest import test_settings, views_for
+from tests.conftest import test_settings
 from tests.server_process import synced_triton
 from tests.novelty_ckpt import fitted_checkpoint
 
@@ -42,21 +42,21 @@ async def embedded(ckpt):
 @pytest.mark.parametrize("shm", [False, True], ids=["grpc", "shared_memory"])
 async def test_triton_returns_novelty_equal_to_embedded(triton, embedded, shm):
     from service.backends.triton import TritonBackend
-    from tests.novelty_ckpt import checker, clip, flat_red
+    from tests.novelty_ckpt import checker, clip, flat_red, views
 
     rng = np.random.default_rng(0)
-    videos = np.stack([clip(checker()), clip(flat_red()),
-                       rng.integers(0, 256, (8, 128, 128, 3), dtype=np.uint8)])
+    videos = views(np.stack([clip(checker()), clip(flat_red()),
+                             rng.integers(0, 256, (16, 128, 128, 3), dtype=np.uint8)]))
     pairs = np.array([[0, 1], [1, 0], [0, 2], [2, 1]])
     backend = TritonBackend(test_settings(backend="triton", triton_url=triton.grpc_url, triton_timeout_s=10.0,
                                           triton_shared_memory=shm), Metrics())
     await backend.start()
     try:
         assert backend.contract() == embedded.contract() and backend.contract().novelty is True
-        got = await backend.score(views_for(backend.contract(), videos), pairs)
+        got = await backend.score(videos, pairs)
     finally:
         await backend.close()
-    want = await embedded.score(views_for(embedded.contract(), videos), pairs)
+    want = await embedded.score(videos, pairs)
     assert got.novelty.shape == (4, 2) and want.novelty.shape == (4, 2)
     np.testing.assert_allclose(got.novelty, want.novelty, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got.novelty[1], got.novelty[0][::-1])  # reverse order: the sides swap

@@ -2,7 +2,9 @@
 
 Encoder (shared by both videos): a per-frame CNN whose multi-scale pooled statistics see frame quality
 (tone, colour, sharpness, noise, blocking), and a temporal module over per-frame features, their
-differences and a small CNN on pixel frame differences (flicker, stutter, shake, warping).
+differences and a small CNN on pixel frame differences (flicker, stutter, shake, warping). From 2.2.0 a
+second input view, native-resolution fragments (service.ingest.views), feeds its own CNN's statistics
+into the same per-frame features: detail that the 128-px whole frame averages away.
 Heads: logit_c = w_c . (e_A - e_B) for every fine-grained criterion c (no bias), and each dimension logit
 is a non-negative (softplus) combination of its own criteria's logits (VisionReward-style linear,
 inspectable weights). Both are linear in e_A - e_B, so swapping A and B flips every logit exactly.
@@ -37,7 +39,7 @@ class ProxyConfig:
     orientation: bool = True  # edge-orientation statistics per frame (tilt / roll); added in 1.1.0
     bound: float = 8.0  # |logit| <= bound (odd soft clip); 0 = unbounded (checkpoints before 2.0.0)
     novelty: bool = True  # embedding-distance buffers (emb_center/emb_scale/novelty_ref) in the state_dict
-    fragments: int = 0  # > 0: a second input view, grid x grid native-resolution patches (FAST-VQA); 2.2.0
+    fragments: int = 4  # > 0: a second input view, grid x grid native-resolution patches (FAST-VQA); 2.2.0
     frag_widths: tuple[int, ...] = (16, 24, 32, 48)  # fragment CNN stages (stride 2 each)
 
     def views(self) -> tuple[ViewSpec, ...]:

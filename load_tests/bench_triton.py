@@ -4,7 +4,8 @@
 
 Starts a real tritonserver (service.tools.triton_launcher) with aesrm_proxy and the gateway (uvicorn, real HTTP,
 AESRM_BACKEND=triton) in a subprocess, then measures on the SAME frames (raw uint8 .npy tensors already at
-the model's T x H x W, so the gateway's decode is minimal and the comparison isolates the gateway):
+the model's T x H x W; for a model with several input views, every view prepared as the SDK does and sent
+as one .npz, so the gateway's decode is minimal and the comparison isolates the gateway):
 1. latency p50/p99 of POST /v1/pair (both orders) vs a direct gRPC infer of what a client needs for the
    same answer (1 row when the model config declares antisymmetric, else both orders as 2 rows), requests
    interleaved one by one; with --shared-memory a second gateway using system shared memory in the same
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import os
 import shutil
 import statistics
@@ -49,15 +49,20 @@ def _fmt(name: str, lat_s: list[float]) -> str:
     return f"{name:<34} p50 {_pct(ms, 50):7.2f} ms   p99 {_pct(ms, 99):7.2f} ms   mean {statistics.mean(ms):7.2f} ms"
 
 
-def _video(rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
-    base = rng.integers(0, 256, (1, h, w, 3), dtype=np.int16)
-    return np.clip(base + rng.integers(-15, 15, (t, h, w, 3), dtype=np.int16), 0, 255).astype(np.uint8)
+def _video(rng: np.random.Generator, views: dict[str, tuple[int, int, int]]) -> dict[str, np.ndarray]:
+    """One video as the model takes it: {view name: uint8 [T, H, W, 3]} for every input view."""
+    out = {}
+    for name, (t, h, w) in views.items():
+        base = rng.integers(0, 256, (1, h, w, 3), dtype=np.int16)
+        out[name] = np.clip(base + rng.integers(-15, 15, (t, h, w, 3), dtype=np.int16), 0, 255).astype(np.uint8)
+    return out
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
+def _upload(video: dict[str, np.ndarray]) -> tuple[str, bytes]:
+    """What the SDK uploads for it: .npy frames for a whole-frame-only model, else an .npz of the views."""
+    from service.client.frames import npy_bytes
+
+    return ("v.npy", npy_bytes(video["frames"])) if len(video) == 1 else ("v.npz", npy_bytes(video))
 
 
 def _prepare_repo() -> Path:
@@ -95,12 +100,15 @@ def _start_gateway(triton_url: str, shm: bool) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("gateway not ready")
 
 
-async def _direct_infer(client, model: str, fa: np.ndarray, fb: np.ndarray):
+async def _direct_infer(client, model: str, a: dict[str, np.ndarray], b: dict[str, np.ndarray]):
+    """One infer of rows (a[i], b[i]): every view's <view>_a / <view>_b tensor."""
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
-    ins = [InferInput("frames_a", list(fa.shape), "UINT8"), InferInput("frames_b", list(fb.shape), "UINT8")]
-    ins[0].set_data_from_numpy(fa)
-    ins[1].set_data_from_numpy(fb)
+    ins = []
+    for name in a:
+        for side, arr in (("a", a[name]), ("b", b[name])):
+            ins.append(InferInput(f"{name}_{side}", list(arr.shape), "UINT8"))
+            ins[-1].set_data_from_numpy(arr)
     outs = [InferRequestedOutput("dimension_logits"), InferRequestedOutput("criterion_logits")]
     res = await client.infer(model, ins, outputs=outs, client_timeout=60)
     return res.as_numpy("dimension_logits")
@@ -127,11 +135,12 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
 
     client = grpcclient.InferenceServerClient(triton_url)
     cfg = (await client.get_model_config(model, as_json=True))["config"]
-    t, h, w, _ = (int(d) for d in cfg["input"][0]["dims"])
+    views = {i["name"][:-2]: tuple(int(d) for d in i["dims"][:3]) for i in cfg["input"] if i["name"].endswith("_a")}
+    t, h, w = views["frames"]
     rng = np.random.default_rng(0)
-    pool = [_video(rng, t, h, w) for _ in range(8 * n + 8)]  # distinct videos: no cache hits anywhere
-    npy = [_npy(v) for v in pool]
-    b64 = [base64.b64encode(x).decode() for x in npy]
+    pool = [_video(rng, views) for _ in range(8 * n + 8)]  # distinct videos: no cache hits anywhere
+    npy = [_upload(v) for v in pool]
+    b64 = [base64.b64encode(x[1]).decode() for x in npy]
     http = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64))
 
     params = {k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()}
@@ -139,10 +148,10 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
     timings: list[dict] = []
 
     def via(url: str, a: int, b: int, upload: bool = True):
-        """Multipart upload of the .npy bytes (what the SDK sends for in-memory videos), or base64 JSON."""
+        """Multipart upload of the .npy / .npz bytes (what the SDK sends for in-memory videos), or base64 JSON."""
         async def call() -> None:
             if upload:
-                r = await http.post(url + "/v1/pair/upload", files={"a": ("a.npy", npy[a]), "b": ("b.npy", npy[b])},
+                r = await http.post(url + "/v1/pair/upload", files={"a": npy[a], "b": npy[b]},
                                     data={"both_orders": "true"})
             else:
                 r = await http.post(url + "/v1/pair", json={"a": {"base64": b64[a]}, "b": {"base64": b64[b]},
@@ -156,13 +165,15 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
         antisymmetric (the reverse is the negation), else both orders as 2 rows."""
         a, b = pool[4 * i], pool[4 * i + 1]
         if antisymmetric:
-            await _direct_infer(client, model, a[None], b[None])
+            await _direct_infer(client, model, {k: v[None] for k, v in a.items()}, {k: v[None] for k, v in b.items()})
         else:
-            await _direct_infer(client, model, np.stack([a, b]), np.stack([b, a]))
+            await _direct_infer(client, model, {k: np.stack([a[k], b[k]]) for k in a},
+                                {k: np.stack([b[k], a[k]]) for k in a})
 
     async def direct_single(i: int) -> None:
         j = (2 * i) % (2 * n)  # Triton has no cache: reusing frames is fine here
-        await _direct_infer(client, model, pool[j][None], pool[j + 1][None])
+        await _direct_infer(client, model, {k: v[None] for k, v in pool[j].items()},
+                            {k: v[None] for k, v in pool[j + 1].items()})
 
     # warm-up (first requests pay lazy init in torch / the gateway's pools)
     for i in range(3):
@@ -170,7 +181,8 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
         for url in gateway_urls.values():
             await via(url, 4 * n + i, 4 * n + 3)()
 
-    print(f"model {model}: T={t} H={h} W={w} antisymmetric={antisymmetric}, {n} requests per measurement, "
+    print(f"model {model}: T={t} H={h} W={w} views {list(views)} antisymmetric={antisymmetric}, "
+          f"{n} requests per measurement, "
           f"distinct frames each ({load()})")
     print("\n1) Gateway overhead at concurrency 1, interleaved request by request (same frames; the direct call "
           f"sends {'1 row: the model is antisymmetric' if antisymmetric else '2 rows: both orders'})")

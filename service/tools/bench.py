@@ -38,14 +38,17 @@ import httpx
 import numpy as np
 
 from service.examples import encode, pan_frames, photo
-from service.ingest.decode import DecodeLimits, decode_sample
-from service.ingest.frames import fit_frame, uniform_indices
+from service.ingest.decode import DecodeLimits, decode_views
+from service.ingest.frames import uniform_indices
+from service.ingest.views import render_frames
+from service.model.network import ProxyConfig
 from service.tools.processes import stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "bench-key"
 LIMITS = DecodeLimits(max_pixels=3840 * 2160, max_duration_s=600, max_frames=100_000)
 T, SIDE = 8, 128
+VIEWS = ProxyConfig().views()  # the shipped architecture's views (whole frames + fragments from 2.2.0)
 
 
 def load() -> str:
@@ -60,11 +63,12 @@ def clip(seconds: float, width: int, height: int, gop_s: float, seed: int, fps: 
                   options={"preset": "veryfast", "crf": "23", "threads": "1"})
 
 
-def full_decode_sample(data: bytes) -> np.ndarray:
-    """The naive server's sampler (load_tests/naive_server.py): every frame decoded, T picked."""
+def full_decode_sample(data: bytes) -> dict[str, np.ndarray]:
+    """The naive server's sampler (load_tests/naive_server.py): every frame decoded, T picked, the shipped
+    model's views made of them."""
     with av.open(io.BytesIO(data)) as c:
         frames = list(c.decode(video=0))
-    return np.stack([fit_frame(frames[i], SIDE, SIDE) for i in uniform_indices(len(frames), T)])
+    return render_frames([frames[i] for i in uniform_indices(len(frames), T)], VIEWS)
 
 
 def _cpu(fn) -> float:
@@ -74,13 +78,13 @@ def _cpu(fn) -> float:
 
 
 def bench_decode(rounds: int) -> None:
-    print(f"\n[1] decode, 480p 5 s H.264 24 fps with B-frames, T={T} ({load()})")
+    print(f"\n[1] decode, 480p 5 s H.264 24 fps with B-frames, T={T}, views {[v.name for v in VIEWS]} ({load()})")
     for gop in (1.0, 2.0):
         data = clip(5, 854, 480, gop, seed=0)
-        _, stats = decode_sample(data, T, SIDE, SIDE, LIMITS)
+        _, stats = decode_views(data, VIEWS, LIMITS)
         ours, full = [], []
         for _ in range(rounds):
-            ours.append(_cpu(lambda: decode_sample(data, T, SIDE, SIDE, LIMITS)))
+            ours.append(_cpu(lambda: decode_views(data, VIEWS, LIMITS)))
             full.append(_cpu(lambda: full_decode_sample(data)))
         o, f = statistics.median(ours), statistics.median(full)
         print(f"  GOP {gop:g} s: decoded frames per sampled frame {stats.frames_decoded / T:.2f} (goal <= 3, "

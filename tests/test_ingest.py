@@ -15,6 +15,7 @@ from service.examples import encode, pan_frames, photo
 from service.ingest import sources
 from service.contract import LETTERBOX, ViewSpec
 from service.ingest.decode import DecodeLimits, decode_sample
+from service.ingest.frames import uniform_indices
 from service.ingest.views import render_frame
 from service.ingest.h264refs import b_frames_disposable
 
@@ -195,6 +196,25 @@ def test_b_frame_proof_on_damaged_headers_answers_without_raising(pan_5s):
     assert answers == {True, False}
     assert b_frames_disposable(extradata, [(b"\x00\x00\x00\x05\x65", True)]) == (False, "bad NAL length")
     assert b_frames_disposable(None, [(b"no start code", True)]) == (False, "a keyframe that is not an IDR picture")
+
+
+@pytest.mark.parametrize("encoder,fmt", [("libx264", "h264"), ("libx265", "hevc"), ("mpeg2video", "mpeg2video")])
+def test_raw_elementary_streams_are_sampled_by_frame_index(pan_5s, encoder, fmt):
+    """Annex-B .h264 / .h265 and MPEG-2 elementary streams cannot seek (FFmpeg: 'Operation not permitted')
+    and carry no container timestamps: T frames at uniform frame indices, exactly those of a full decode."""
+    opts = {"x265-params": "log-level=error"} if encoder == "libx265" else {}
+    data = encode(pan_5s, encoder=encoder, fmt=fmt, gop=48, options=opts)
+    out, stats = decode_sample(data, 8, 64, 64, LIMITS)
+    with av.open(io.BytesIO(data)) as c:
+        assert c.format.name in ("h264", "hevc", "mpegvideo")
+        full = list(c.decode(video=0))
+    view = ViewSpec("frames", LETTERBOX, 8, 64, 64)
+    for k, i in enumerate(uniform_indices(len(full), 8)):
+        assert np.array_equal(out[k], render_frame(full[i], view)), (fmt, k, i)
+    # duration = frames / frame rate, and these streams do not state one: FFmpeg's 25 fps guess (24 here)
+    assert stats.duration_s == pytest.approx(5.0, rel=0.05) and stats.frames_decoded <= len(full)
+    with pytest.raises(errors.VideoTooManyFrames):  # limits hold on this path too
+        decode_sample(data, 8, 64, 64, DecodeLimits(max_pixels=3840 * 2160, max_duration_s=120, max_frames=50))
 
 
 def test_rotation_metadata_is_applied(frames):

@@ -14,7 +14,9 @@ Limits (bytes, pixels, duration, frames) are enforced before and while decoding,
 make us decode forever. Decode *work* is bounded too: a clip with one keyframe and 19,000 1080p frames is
 small on the wire but forces decoding nearly every frame, so the pixels decoded may not exceed
 `budget_pixels` per sampled frame (checked as each frame is decoded; -> 422 decode_budget_exceeded).
-Rotation metadata is applied; variable frame rate is handled by using pts times.
+Rotation metadata is applied; variable frame rate is handled by using pts times. Raw elementary streams
+(Annex-B .h264/.h265, MPEG video) cannot seek and have no timestamps: _sample_by_index takes them by frame
+index. The picked frames become the model's views (service.ingest.views).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import av
 import numpy as np
 
 from service import errors
+from service.ingest.frames import uniform_indices
 from service.ingest.h264refs import b_frames_disposable
 from service.ingest.views import LETTERBOX, ViewSpec, render_frames
 
@@ -51,6 +54,10 @@ _THREAD_TYPE = "NONE"
 _PROOF_PACKETS_PER_SAMPLE = 100
 
 DEFAULT_BUDGET_PIXELS = 1920 * 1080 * 600  # = Settings.decode_budget_pixels' default
+
+# Raw elementary streams (Annex-B .h264 / .h265, MPEG-1/2 video, MPEG-4 part 2): no index, no container
+# timestamps, and FFmpeg refuses to seek them, so they are sampled by frame index in two passes instead.
+_RAW_STREAMS = {"h264", "hevc", "mpegvideo", "m4v"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,10 @@ def decode_views(source: bytes | Path, specs: tuple[ViewSpec, ...], limits: Deco
         raise errors.VideoUndecodable(f"cannot open container: {_short(exc)}", item=item) from exc
     try:
         with container:
-            picked = _sample(container, frames, limits, stats, item)
+            if container.format.name in _RAW_STREAMS and container.streams.video:
+                picked = _sample_by_index(source, container, frames, limits, stats, item)
+            else:
+                picked = _sample(container, frames, limits, stats, item)
             rotation = int(round((getattr(picked[0], "rotation", 0) or 0) / 90.0)) % 4
             stats.rotation = rotation * 90
             out = render_frames(picked, specs, rotation)
@@ -146,6 +156,47 @@ def _sample(container, frames, limits, stats, item) -> list:
     picked = _pick_segments(container, stream, tb, start, duration, frames, limits, stats, item)
     if not picked:
         raise errors.VideoUndecodable("no frame could be decoded", item=item)
+    stats.extra["picked_pts"] = [f.pts for f in picked]
+    return picked
+
+
+def _sample_by_index(source, container, frames, limits, stats, item) -> list:
+    """T frames at uniform frame indices of a raw elementary stream: count its packets (demux only), then
+    decode from the start up to the last index once. Limits hold as for containers; the decode budget per
+    sampled frame bounds the walk (such streams have no keyframe index to jump with)."""
+    stream = container.streams.video[0]
+    stats.codec, stats.width, stats.height = stream.codec_context.name, stream.width or 0, stream.height or 0
+    if stats.width * stats.height > limits.max_pixels:
+        raise errors.VideoTooManyPixels(
+            f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
+    count = 0
+    for packet in container.demux(stream):
+        count += bool(packet.size)
+        if count > limits.max_frames:
+            raise errors.VideoTooManyFrames(f"more than max_frames={limits.max_frames} frames", item=item)
+    if count == 0:
+        raise errors.VideoUndecodable("no video packets", item=item)
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    stats.duration_s = count / rate
+    if stats.duration_s > limits.max_duration_s:
+        raise errors.VideoTooLong(f"{stats.duration_s:.1f}s > max_duration_s={limits.max_duration_s}", item=item)
+    want = uniform_indices(count, frames).tolist()
+    kept: dict[int, av.VideoFrame] = {}
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
+                 metadata_errors="ignore") as again:
+        s2 = again.streams.video[0]
+        s2.thread_type = _THREAD_TYPE
+        for n, frame in enumerate(again.decode(s2)):
+            _count_decoded(stats, limits, item, frame, len(kept), frames)
+            if n in want:
+                kept[n] = frame
+            if n >= want[-1]:
+                break
+    if not kept:
+        raise errors.VideoUndecodable("no frame could be decoded", item=item)
+    stats.extra["walk_skip"] = "raw stream: by index"
+    last = kept[max(kept)]
+    picked = [kept.get(i, last) for i in want]  # fewer frames decoded than packets: repeat the last
     stats.extra["picked_pts"] = [f.pts for f in picked]
     return picked
 

@@ -238,3 +238,20 @@ async def test_prepared_views_over_http_score_like_the_clip_they_came_from(two_v
     for k in ("VA", "VF", "VP"):
         assert r_prep.json()["logits"][k] == pytest.approx(r_raw.json()["logits"][k], abs=1e-5)
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_tensor", bad.text
+
+
+@pytest.mark.parametrize("shape", [(8, 1, 200_000, 3), (8, 4000, 1, 3), (8, 2, 3, 3)])
+def test_degenerate_frames_get_a_bounded_mosaic_or_a_clear_422(shape):
+    """Strips within max_pixels are enlarged for the mosaic by the short side's factor, the long side capped
+    at MAX_ENLARGED_SIDE (1 x 4000 would otherwise become 128 x 512,000): a mosaic, or invalid_tensor."""
+    from service.client.frames import npy_bytes
+    from service.ingest.sources import tensor_views
+    from service.ingest.views import MAX_ENLARGED_SIDE
+
+    assert MAX_ENLARGED_SIDE <= 4096
+    data = npy_bytes(np.full(shape, 128, np.uint8))
+    try:
+        views = tensor_views(data, (FRAMES, FRAGS), 4096 * 4096, 10_000)
+    except errors.InvalidTensor:
+        return
+    assert views["fragments"].shape == (8, 128, 128, 3) and (views["fragments"] == 128).all()

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # base-install client (service.client.frames, no PyAV) cuts fragments with this same function.
 
 
+MAX_ENLARGED_SIDE = 2048
+
+
 def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec) -> np.ndarray:
     """uint8 [h, w, 3] at native resolution -> [H, W, 3] mosaic of the centre patch of every grid cell."""
     g, ph, pw = spec.grid, spec.height // spec.grid, spec.width // spec.grid
@@ -38,8 +41,11 @@ def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec) -> np.ndarray:
     if h < spec.height or w < spec.width:  # too small for native patches: enlarge to just fit the mosaic
         import av
 
+        # the other side grows by the same factor, but never past MAX_ENLARGED_SIDE: a 1 x 100,000 strip
+        # (within max_pixels) would otherwise become 128 x 12,800,000
         scale = max(spec.height / h, spec.width / w)
-        nw, nh = max(spec.width, round(w * scale)), max(spec.height, round(h * scale))
+        nw = max(spec.width, min(round(w * scale), MAX_ENLARGED_SIDE))
+        nh = max(spec.height, min(round(h * scale), MAX_ENLARGED_SIDE))
         rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
             width=nw, height=nh, interpolation="BILINEAR").to_ndarray()
         h, w = nh, nw

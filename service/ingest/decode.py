@@ -102,8 +102,7 @@ def decode_views(source: bytes | Path, specs: tuple[ViewSpec, ...], limits: Deco
     started = time.perf_counter()
     stats = DecodeStats()
     try:
-        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
-                            metadata_errors="ignore")
+        container = _open(source)
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise errors.VideoUndecodable(f"cannot open container: {_short(exc)}", item=item) from exc
     try:
@@ -124,6 +123,20 @@ def decode_views(source: bytes | Path, specs: tuple[ViewSpec, ...], limits: Deco
     return out, stats
 
 
+def _open(source: bytes | Path):
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
+                   metadata_errors="ignore")
+
+
+def _check_size(stream, limits: DecodeLimits, stats: DecodeStats, item) -> None:
+    """Record the stream's codec and size; refuse a frame size beyond max_pixels before decoding."""
+    ctx = stream.codec_context
+    stats.codec, stats.width, stats.height = ctx.name, ctx.width or 0, ctx.height or 0
+    if stats.width * stats.height > limits.max_pixels:
+        raise errors.VideoTooManyPixels(
+            f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
+
+
 def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
@@ -134,11 +147,7 @@ def _sample(container, frames, limits, stats, item) -> list:
     if not container.streams.video:
         raise errors.NoVideoStream("container has no video stream", item=item)
     stream = container.streams.video[0]
-    ctx = stream.codec_context
-    stats.codec, stats.width, stats.height = ctx.name, ctx.width or 0, ctx.height or 0
-    if stats.width * stats.height > limits.max_pixels:
-        raise errors.VideoTooManyPixels(
-            f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
+    _check_size(stream, limits, stats, item)
     if stream.frames and stream.frames > limits.max_frames:
         raise errors.VideoTooManyFrames(f"{stream.frames} frames > max_frames={limits.max_frames}", item=item)
     stream.thread_type = _THREAD_TYPE  # frame threading would add a pipeline refill after every seek
@@ -165,10 +174,7 @@ def _sample_by_index(source, container, frames, limits, stats, item) -> list:
     decode from the start up to the last index once. Limits hold as for containers; the decode budget per
     sampled frame bounds the walk (such streams have no keyframe index to jump with)."""
     stream = container.streams.video[0]
-    stats.codec, stats.width, stats.height = stream.codec_context.name, stream.width or 0, stream.height or 0
-    if stats.width * stats.height > limits.max_pixels:
-        raise errors.VideoTooManyPixels(
-            f"{stats.width}x{stats.height} exceeds max_pixels={limits.max_pixels}", item=item)
+    _check_size(stream, limits, stats, item)
     count = 0
     for packet in container.demux(stream):
         count += bool(packet.size)
@@ -182,8 +188,7 @@ def _sample_by_index(source, container, frames, limits, stats, item) -> list:
         raise errors.VideoTooLong(f"{stats.duration_s:.1f}s > max_duration_s={limits.max_duration_s}", item=item)
     want = uniform_indices(count, frames).tolist()
     kept: dict[int, av.VideoFrame] = {}
-    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r",
-                 metadata_errors="ignore") as again:
+    with _open(source) as again:
         s2 = again.streams.video[0]
         s2.thread_type = _THREAD_TYPE
         for n, frame in enumerate(again.decode(s2)):

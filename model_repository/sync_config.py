@@ -58,9 +58,9 @@ def apply(text: str, params: dict[str, str], manifest: dict, extra: dict[str, st
 
 def input_lines(manifest: dict) -> list[str]:
     """`<view>_a` / `<view>_b` uint8 [T, H, W, 3] for every view of the checkpoint's architecture."""
-    from service.model.network import ProxyConfig
+    from service.model.checkpoint import manifest_views
 
-    views = ProxyConfig.from_dict(manifest["config"]).views()
+    views = manifest_views(manifest)
     return [f'  {{ name: "{v.name}_{side}" data_type: TYPE_UINT8 dims: [ {v.frames}, {v.height}, {v.width}, 3 ] }}'
             for v in views for side in "ab"]
 

@@ -83,7 +83,7 @@ class EmbeddedBackend:
 
 def contract_from_manifest(manifest: dict) -> ModelContract:
     """The contract of a proxy checkpoint; its views come from the architecture the manifest records."""
-    from service.model.network import ProxyConfig
+    from service.model.checkpoint import manifest_views
 
     sha = str(manifest.get("checkpoint_sha256", ""))[:12]
     name = manifest.get("checkpoint_file", manifest.get("model_id", "proxy"))
@@ -96,4 +96,4 @@ def contract_from_manifest(manifest: dict) -> ModelContract:
         checkpoint=f"{name}@{sha}" if sha else "untrained-random-init",
         trained=bool(manifest.get("trained", False)), antisymmetric=True,
         novelty=bool(manifest.get("novelty", False)), calibrated=bool(manifest.get("calibrated", False)),
-        views=ProxyConfig.from_dict(manifest["config"]).views() if "config" in manifest else ())
+        views=manifest_views(manifest) if "config" in manifest else ())

@@ -27,6 +27,11 @@ def manifest_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def manifest_views(manifest: dict):
+    """The input views (service.contract.ViewSpec) of the architecture a manifest records."""
+    return ProxyConfig.from_dict(manifest["config"]).views()
+
+
 def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

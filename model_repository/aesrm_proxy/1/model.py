@@ -71,10 +71,10 @@ class TritonPythonModel:
     def _verify(cfg: dict, p: dict[str, str], m: dict) -> None:
         ins = {i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]}
         outs = {o["name"]: [int(d) for d in o["dims"]] for o in cfg["output"]}
-        from service.model.network import ProxyConfig
+        from service.model.checkpoint import manifest_views
 
         problems = []
-        views = ProxyConfig.from_dict(m["config"]).views()
+        views = manifest_views(m)
         expected = {f"{v.name}_{side}": [v.frames, v.height, v.width, 3] for v in views for side in "ab"}
         for name, want in expected.items():
             if ins.get(name) != want:

@@ -94,6 +94,7 @@ _ENCODERS = {
                                      "mp4", "BIDIR"),
     "x264 veryfast bframes=0": ("libx264", {"preset": "veryfast", "crf": "23", "x264-params": "bframes=0"}, "mp4",
                                 "BIDIR"),
+    "x264 veryfast, Matroska": ("libx264", {"preset": "veryfast", "crf": "23"}, "matroska", "BIDIR"),
     "x264 veryfast open-gop, MPEG-TS": ("libx264", {"preset": "veryfast", "crf": "23", "x264-params": "open-gop=1"},
                                         "mpegts", "NONREF"),
     "x265 medium": ("libx265", {"preset": "medium", "crf": "28",

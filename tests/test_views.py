@@ -17,7 +17,7 @@ from service.backends.triton import contract_from_config
 from service.contract import FRAGMENTS, LETTERBOX, ModelContract, ViewSpec, parse_views
 from service.examples import degrade, encode, pan_frames, photo
 from service.ingest.decode import DecodeLimits, decode_views
-from service.ingest.views import fragment_mosaic, render_array
+from service.ingest.views import _reformatter, _yuv420_mosaic, fragment_mosaic, render_array, render_frame
 from service.metrics import Metrics
 from tests.conftest import running_app, test_settings, views_for
 from tests.server_process import synced_triton
@@ -48,6 +48,32 @@ def test_fragments_are_native_resolution_patches_from_the_centre_of_each_grid_ce
                 near = [np.array_equal(patch, rgb[y0 + dy:y0 + dy + 32, x0 + dx:x0 + dx + 32])
                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
                 assert any(near), (k, i, j)  # centred to within a pixel, not resampled
+
+
+@pytest.mark.parametrize("size", [(854, 480), (132, 132), (134, 136), (133, 131), (138, 203), (1280, 720), (1281, 719)])
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p"])
+def test_fragments_cut_before_the_rgb_conversion_equal_cutting_the_converted_frame(size, fmt):
+    # the gateway cuts 4:2:0 frames' patches from the Y/U/V planes and converts only them: the pixels must be
+    # exactly those of converting the whole frame and cutting after (what training clips and the client
+    # see): odd patch origins, limited and full range, near the mosaic's minimum size; odd frame sizes (which
+    # swscale converts by another path) go through the whole-frame conversion
+    w, h = size
+    rgb = pan_frames(photo("path"), 1, w, h)[0]
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt)
+    frame.color_range = 2 if fmt == "yuvj420p" else 1
+    assert (frame.width, frame.height) == size
+    want = fragment_mosaic(frame.to_ndarray(format="rgb24"), FRAGS)
+    assert np.array_equal(render_frame(frame, FRAGS), want)
+    cut_first = _yuv420_mosaic(frame, FRAGS, _reformatter())
+    assert (cut_first is None) == bool(w % 2 or h % 2)  # even sizes take the plane-cutting path
+
+
+def test_fragments_of_real_h264_and_mjpeg_frames_equal_the_whole_frame_conversion(pan_480p):
+    for data in (encode(pan_480p[:6], gop=3), encode(pan_480p[:6], encoder="mjpeg", fmt="avi", pix_fmt="yuvj420p")):
+        with av.open(io.BytesIO(data)) as c:
+            for f in c.decode(video=0):
+                assert f.format.name in ("yuv420p", "yuvj420p")
+                assert np.array_equal(render_frame(f, FRAGS), fragment_mosaic(f.to_ndarray(format="rgb24"), FRAGS))
 
 
 def test_noise_the_downscaled_view_averages_away_survives_in_the_fragments(pan_480p):

@@ -86,6 +86,9 @@ def main() -> None:
     from service.client.grpo import GroupScorer, group_key
     from service.model.checkpoint import load_proxy
 
+    from service.engine.threads import keep_freed_memory_mapped
+
+    keep_freed_memory_mapped()  # (c) runs in this process: the gateway's allocator setting, as for the naive server
     torch.set_num_threads(2)
     n = args.prompts * args.group
     print(f"GRPO step: {args.prompts} prompts x G={args.group} = {n} samples, "

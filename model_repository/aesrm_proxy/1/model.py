@@ -41,8 +41,12 @@ class TritonPythonModel:
 
         from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
 
+        from service.engine.threads import keep_freed_memory_mapped
+
         cfg = json.loads(args["model_config"])
         p = _params(cfg)
+        if args.get("model_instance_kind") != "GPU":
+            keep_freed_memory_mapped()  # the stub process is ours: reuse freed activations (CPU forward -25 %)
         torch.set_num_threads(int(p.get("torch_threads") or os.environ.get("OMP_NUM_THREADS") or 1))
         gpu = args.get("model_instance_kind") == "GPU"
         self.device = torch.device(f"cuda:{args.get('model_instance_device_id', 0)}" if gpu else "cpu")

@@ -123,17 +123,20 @@ def _encode_page_faults(setting: bool) -> float:
         "m, _ = load_proxy(); torch.set_num_threads(1)\n"
         "r = np.random.default_rng(0)\n"
         "v = {k: torch.from_numpy(r.integers(0, 255, (8, 8, 128, 128, 3), dtype=np.uint8)) for k in ('frames', 'fragments')}\n"
-        "with torch.inference_mode():\n"
-        "    for _ in range(2): m.encode_views(v)\n"
-        "    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "    for _ in range(4): m.encode_views(v)\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 4)\n")
+        "def run():\n"  # on a thread of its own, as the gateway's inference thread
+        "    global faults\n"
+        "    with torch.inference_mode():\n"
+        "        for _ in range(2): m.encode_views(v)\n"
+        "        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "        for _ in range(4): m.encode_views(v)\n"
+        "    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 4\n"
+        "import threading; t = threading.Thread(target=run); t.start(); t.join(); print(faults)\n")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
 def test_freed_tensor_memory_is_reused_instead_of_faulted_in_again():
     # a forward allocates and frees multi-MB activations layer after layer; with glibc's defaults torch's
-    # pattern gets fresh mappings whose pages fault in again on every encode (~20,000 faults, 80 MB, measured
-    # here); with keep_freed_memory_mapped() the freed memory is reused
+    # pattern gets fresh mappings whose pages fault in again on every encode (~25,000 faults, 100 MB, on a
+    # worker thread here); with keep_freed_memory_mapped() the freed memory is reused
     default, kept = _encode_page_faults(False), _encode_page_faults(True)
-    assert default > 5000 and kept < default / 10, (default, kept)
+    assert default > 5000 and kept < default / 4, (default, kept)  # 0-3,072 with, 25,600 without (here)

@@ -17,8 +17,8 @@ from service.contract import describe_views
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "2.2.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
-TRAINED_VERSION = "2.2.0"  # what a training run with this code writes (2.2.0: the fragments view)
+VERSION = "2.2.1"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
+TRAINED_VERSION = "2.2.1"  # what a training run with this code writes (2.2.0: the fragments view; 2.2.1: seed 1235)
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v2.pt"
 

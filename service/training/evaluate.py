@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
+    from service.engine.threads import keep_freed_memory_mapped
+
+    keep_freed_memory_mapped()  # as in the gateway: the latency figure is the served configuration's
     torch.set_num_threads(args.threads)
     if args.recipe_v1:
         from service.training.data import V1_ONLY

@@ -25,8 +25,10 @@ from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, with_novelty_buffers
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
+# seed 1235 (2.2.1): of the two seeds trained with this recipe (1234 shipped as 2.2.0), the one with the higher
+# final validation mean (0.908 vs 0.870); chosen on validation only (service/model/README.md, "Proxy 2.2.1")
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
-            "seed": 1234, "val_per_criterion": 8, "test_per_criterion": 40,
+            "seed": 1235, "val_per_criterion": 8, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
             "off_dim_margin": 0.5, "fragments": 4}
 
@@ -230,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()
+    from service.engine.threads import keep_freed_memory_mapped
+
+    keep_freed_memory_mapped()  # the allocator setting of the gateway: fewer page faults, same numbers
     seed_everything(args.seed)
     torch.set_num_threads(args.threads)
     sources = load_sources()

@@ -33,15 +33,18 @@ def keep_freed_memory_mapped() -> bool:
     inference thread still faulted ~15,000 pages per encode with the thresholds alone, none with one arena
     (in-process group scoring: inference 101-109 -> 84-89 ms). The process keeps up to _TRIM_THRESHOLD of
     freed heap; allocations above _MMAP_THRESHOLD (large batches) are mapped as before. Call it before
-    the pools start their threads. False where the C library is not glibc (nothing changes)."""
+    the pools start their threads. glibc's own variables win: a parameter whose MALLOC_*_ variable is set
+    (MALLOC_ARENA_MAX=8 on a many-core host where one arena's lock contends, say) is left as set.
+    False where the C library is not glibc (nothing changes)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return all([libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-                    libc.mallopt(_M_ARENA_MAX, 1)])
+        wanted = {"MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+                  "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), "MALLOC_ARENA_MAX": (_M_ARENA_MAX, 1)}
+        return all([libc.mallopt(*param) for env, param in wanted.items() if env not in os.environ])
     except (OSError, AttributeError):  # musl and others: no mallopt, keep their allocator as it is
         return False
 

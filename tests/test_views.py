@@ -50,7 +50,8 @@ def test_fragments_are_native_resolution_patches_from_the_centre_of_each_grid_ce
                 assert any(near), (k, i, j)  # centred to within a pixel, not resampled
 
 
-@pytest.mark.parametrize("size", [(854, 480), (132, 132), (134, 136), (133, 131), (138, 203), (1280, 720), (1281, 719)])
+@pytest.mark.parametrize("size", [(854, 480), (128, 128), (132, 132), (134, 136), (133, 131), (138, 203), (1280, 720),
+                                  (1281, 719), (96, 64), (200, 100)])
 @pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p"])
 def test_fragments_cut_before_the_rgb_conversion_equal_cutting_the_converted_frame(size, fmt):
     # the gateway cuts 4:2:0 frames' patches from the Y/U/V planes and converts only them: the pixels must be
@@ -65,7 +66,8 @@ def test_fragments_cut_before_the_rgb_conversion_equal_cutting_the_converted_fra
     want = fragment_mosaic(frame.to_ndarray(format="rgb24"), FRAGS)
     assert np.array_equal(render_frame(frame, FRAGS), want)
     cut_first = _yuv420_mosaic(frame, FRAGS, _reformatter())
-    assert (cut_first is None) == bool(w % 2 or h % 2)  # even sizes take the plane-cutting path
+    enlarged = w < 128 or h < 128  # smaller than the mosaic: enlarged first, on the whole frame
+    assert (cut_first is None) == bool(w % 2 or h % 2 or enlarged)  # the others take the plane-cutting path
 
 
 def test_fragments_of_real_h264_and_mjpeg_frames_equal_the_whole_frame_conversion(pan_480p):

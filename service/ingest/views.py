@@ -81,12 +81,13 @@ def _yuv420_mosaic(frame: av.VideoFrame, spec: ViewSpec, reformatter) -> np.ndar
     with a margin that starts on an even row and column, so every luma sample keeps the chroma sample it
     has in the whole frame, and swscale's unscaled 4:2:0 -> RGB conversion gives the same pixels as
     converting the whole frame and cutting after (tests/test_views.py checks this on real H.264 and MJPEG).
-    None when the frame is too small for the margins, or has an odd size (swscale converts a frame of odd
-    height by another path, off by one level from this one): the caller converts the whole frame."""
+    None when the frame is smaller than the mosaic (fragment_mosaic enlarges it first), or has an odd size
+    (swscale converts a frame of odd height by another path, off by one level from this one): the caller
+    converts the whole frame."""
     g, ph, pw = spec.grid, spec.height // spec.grid, spec.width // spec.grid
     h, w = frame.height, frame.width
     P, Q = ph + _MARGIN, pw + _MARGIN
-    if h < P or w < Q or h % 2 or w % 2:
+    if h < max(P, spec.height) or w < max(Q, spec.width) or h % 2 or w % 2:
         return None
     cuts = []
     for y0, x0 in _patch_origins(h, w, spec):

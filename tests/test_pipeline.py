@@ -112,6 +112,7 @@ async def test_decode_cost_metric_counts_decoded_frames_per_sampled_frame_of_eac
 def _encode_page_faults(setting: bool, env: dict | None = None) -> float:
     """Minor page faults per encode of 8 random videos (both views) by the shipped model, in a new process
     (the allocator setting is process-wide and cannot be undone)."""
+    import os
     import subprocess
     import sys
 
@@ -131,8 +132,6 @@ def _encode_page_faults(setting: bool, env: dict | None = None) -> float:
         "        for _ in range(4): m.encode_views(v)\n"
         "    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 4\n"
         "import threading; t = threading.Thread(target=run); t.start(); t.join(); print(faults)\n")
-    import os
-
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 env={**os.environ, **(env or {})}).stdout)
 

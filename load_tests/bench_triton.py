@@ -9,7 +9,10 @@ as one .npz, so the gateway's decode is minimal and the comparison isolates the 
 1. latency p50/p99 of POST /v1/pair (both orders) vs a direct gRPC infer of what a client needs for the
    same answer (1 row when the model config declares antisymmetric, else both orders as 2 rows), requests
    interleaved one by one; with --shared-memory a second gateway using system shared memory in the same
-   rounds. Overhead ratio = gateway p50 / direct p50. Every request uses new videos: no cache hits.
+   rounds. Overhead ratio = gateway p50 / direct p50. Every request uses new videos: no cache hits. In the
+   same rounds the thin gateway a user would write (load_tests.naive_server thin: same uvicorn and multipart
+   body, np.load, one gRPC infer, no cache/hash/checks/metrics) shows what an HTTP hop in front of Triton
+   costs on this box at all; gateway p50 / thin p50 compares ours with it.
 2. batching gain: direct single-pair infers, throughput at concurrency C vs 1 (the dynamic batcher merges),
    and the gateway's own throughput at concurrency C vs 1.
 Prints only measured numbers. An existing server can be used with --triton-url (repository must serve it).
@@ -78,18 +81,20 @@ def _prepare_repo() -> Path:
     return repo
 
 
-def _start_gateway(triton_url: str, shm: bool) -> tuple[subprocess.Popen, str]:
+def _start_gateway(triton_url: str, shm: bool, thin: bool = False) -> tuple[subprocess.Popen, str]:
+    """Our gateway (AESRM_BACKEND=triton) or, with `thin`, load_tests.naive_server's thin one."""
     port = free_port()
     env = dict(os.environ, AESRM_BACKEND="triton", AESRM_TRITON_URL=triton_url, AESRM_PORT=str(port),
                AESRM_TRITON_SHARED_MEMORY=str(shm).lower(),
                AESRM_MAX_IN_FLIGHT="1024", AESRM_QUEUE_SIZE="256", PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            env=env, cwd=REPO_ROOT)
+    cmd = ([sys.executable, "-m", "load_tests.naive_server", "thin", "--port", str(port), "--triton-url", triton_url]
+           if thin else [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory",
+                         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"])
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+            if httpx.get(url + ("/docs" if thin else "/health/ready"), timeout=1).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
@@ -130,7 +135,7 @@ async def _run_closed_loop(n: int, concurrency: int, fn) -> tuple[list[float], f
     return lat, time.perf_counter() - t0
 
 
-async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: int, conc: int) -> None:
+async def bench(triton_url: str, gateway_urls: dict[str, str], thin_url: str, model: str, n: int, conc: int) -> None:
     from tritonclient.grpc import aio as grpcclient
 
     client = grpcclient.InferenceServerClient(triton_url)
@@ -160,6 +165,10 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
             timings.append(r.json()["timings_ms"])
         return call
 
+    async def via_thin(i: int) -> None:
+        r = await http.post(thin_url + "/v1/pair/upload", files={"a": npy[4 * i + 2], "b": npy[4 * i + 3]})
+        assert r.status_code == 200, r.text
+
     async def direct_pair(i: int) -> None:
         """What a direct client needs for the same answer: (a,b) only when the model declares
         antisymmetric (the reverse is the negation), else both orders as 2 rows."""
@@ -180,6 +189,7 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
         await direct_pair(n + i % 2)
         for url in gateway_urls.values():
             await via(url, 4 * n + i, 4 * n + 3)()
+        await via_thin(n + i % 2)
 
     print(f"model {model}: T={t} H={h} W={w} views {list(views)} antisymmetric={antisymmetric}, "
           f"{n} requests per measurement, "
@@ -188,10 +198,10 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
           f"sends {'1 row: the model is antisymmetric' if antisymmetric else '2 rows: both orders'})")
     first = next(iter(gateway_urls))
     names = [f"{g} upload" for g in gateway_urls] + [f"{first} base64 JSON"]
-    lat: dict[str, list[float]] = {"direct": [], **{k: [] for k in names}}
+    lat: dict[str, list[float]] = {"direct": [], "thin": [], **{k: [] for k in names}}
     parts: dict[str, list[dict]] = {k: [] for k in names}
     for i in range(n):
-        calls = {"direct": lambda: direct_pair(i)}
+        calls = {"direct": lambda: direct_pair(i), "thin": lambda: via_thin(i)}
         for k, (name, url) in enumerate(gateway_urls.items()):  # each gateway its own fresh videos
             calls[f"{name} upload"] = via(url, 4 * i + (2 * k) % 4, 4 * i + (2 * k) % 4 + 1)
         calls[f"{first} base64 JSON"] = via(gateway_urls[first], 6 * n + 8 + 2 * i, 6 * n + 9 + 2 * i, upload=False)
@@ -203,6 +213,8 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
             if name in parts:
                 parts[name] += timings
     print(_fmt("direct tritonclient gRPC infer", lat["direct"]))
+    print(_fmt("thin gateway (np.load + 1 infer)", lat["thin"])
+          + f"   {_pct(lat['thin'], 50) / _pct(lat['direct'], 50):.2f}x direct: a gateway a user would write")
     for name in names:
         print(_fmt(f"gateway /v1/pair ({name})", lat[name]))
         med = {k: statistics.median(t.get(k) or 0.0 for t in parts[name]) for k in parts[name][0] if k.endswith("_ms")}
@@ -211,6 +223,8 @@ async def bench(triton_url: str, gateway_urls: dict[str, str], model: str, n: in
         print(f"{f'overhead ratio ({name}/direct)':<34} p50 {ratio:.2f}x (goal <= 1.15x)   p99 "
               f"{_pct(lat[name], 99) / _pct(lat['direct'], 99):.2f}x   "
               f"(+{(_pct(lat[name], 50) - _pct(lat['direct'], 50)) * 1000:.2f} ms p50) ({load()})")
+        print(f"{f'  vs the thin gateway':<34} p50 {_pct(lat[name], 50) / _pct(lat['thin'], 50):.2f}x   "
+              f"({(_pct(lat[name], 50) - _pct(lat['thin'], 50)) * 1000:+.2f} ms p50)")
     lat_g = lat[names[0]]
     gw_url = next(iter(gateway_urls.values()))
 
@@ -258,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         urls = {}
         for name in (["grpc", "shared_memory"] if args.shared_memory else ["grpc"]):
             gateways[name], urls[name] = _start_gateway(url, name == "shared_memory")
-        print(f"tritonserver {url} (log {server.log_path if server else '-'}), gateways {urls}, "
+        gateways["thin"], thin_url = _start_gateway(url, False, thin=True)
+        print(f"tritonserver {url} (log {server.log_path if server else '-'}), gateways {urls}, thin {thin_url}, "
               f"cpus={os.cpu_count()} ({load()})")
-        asyncio.run(bench(url, urls, args.model, args.requests, args.concurrency))
+        asyncio.run(bench(url, urls, thin_url, args.model, args.requests, args.concurrency))
     finally:
         for proc in gateways.values():
             proc.terminate()

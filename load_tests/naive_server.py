@@ -2,6 +2,7 @@
 
     python -m load_tests.naive_server naive --port 8101            # a trainer's own reward server
     python -m load_tests.naive_server floor --port 8102 --redis-url redis://127.0.0.1:6379/15
+    python -m load_tests.naive_server thin --port 8103 --triton-url 127.0.0.1:8001   # bench_triton's floor
 
 naive: what a GRPO trainer writes in an afternoon, done sensibly. POST /v1/group with the same JSON body as
 ours ({"videos": [{"base64": ...}, ...]}); each video is decoded ONCE, every frame (PyAV, default
@@ -11,22 +12,28 @@ cache. The handler is a plain `def`, so uvicorn/FastAPI runs concurrent requests
 (PyAV and torch release the GIL): concurrency is not handicapped.
 
 floor: the least a cache hit can cost. POST /v1/pair with our body ({"a": {"base64"}, "b": {"base64"}}):
-parse the body (orjson), base64-decode and hash both videos (blake2b, our identity), one Redis GET, return
+parse the body (orjson), base64-decode and hash both videos (BLAKE3-128, our identity), one Redis GET, return
 the stored JSON bytes. PUT /store stores the JSON for the next hits of that body.
+
+thin: the thinnest HTTP gateway a user could put in front of Triton (load_tests.bench_triton). POST
+/v1/pair/upload with our multipart body (parts `a`, `b`: the .npz of prepared views the SDK uploads):
+np.load each part, one async gRPC infer of the row (a, b), return the dimension logits. No cache, no hash,
+no checks, no metrics: what is left of the gateway overhead against it is our own work, the rest is the
+HTTP hop itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import io
 
 import av
+import blake3
 import numpy as np
 import orjson
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, File, Request, Response, UploadFile
 
 
 def naive_sample(data: bytes, views) -> dict[str, np.ndarray]:
@@ -89,7 +96,7 @@ def floor_app(redis_url: str) -> FastAPI:
     client = aioredis.from_url(redis_url)
 
     def key(body: dict) -> str:
-        lo, hi = sorted(hashlib.blake2b(base64.b64decode(body[s]["base64"]), digest_size=16).hexdigest()
+        lo, hi = sorted(blake3.blake3(base64.b64decode(body[s]["base64"])).hexdigest(length=16)
                         for s in ("a", "b"))
         return f"aesrm:floor:{lo}:{hi}"
 
@@ -109,14 +116,42 @@ def floor_app(redis_url: str) -> FastAPI:
     return app
 
 
+def thin_app(triton_url: str, model: str) -> FastAPI:
+    from tritonclient.grpc import InferInput
+    from tritonclient.grpc import aio as grpcclient
+
+    app = FastAPI()
+    state: dict = {}
+
+    @app.post("/v1/pair/upload")
+    async def pair(a: UploadFile = File(...), b: UploadFile = File(...)) -> Response:
+        if "client" not in state:  # created on the server's own event loop
+            state["client"] = grpcclient.InferenceServerClient(triton_url)
+        inputs = []
+        for side, part in (("a", a), ("b", b)):
+            loaded = np.load(io.BytesIO(await part.read()))  # .npz of views, or the .npy of whole frames
+            views = {"frames": loaded} if isinstance(loaded, np.ndarray) else {n: loaded[n] for n in loaded.files}
+            for name, arr in views.items():
+                inputs.append(InferInput(f"{name}_{side}", [1, *arr.shape], "UINT8"))
+                inputs[-1].set_data_from_numpy(arr[None])
+        res = await state["client"].infer(model, inputs)
+        return Response(orjson.dumps({"logits": res.as_numpy("dimension_logits")[0].tolist()}),
+                        media_type="application/json")
+
+    return app
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("app", choices=["naive", "floor"])
+    ap.add_argument("app", choices=["naive", "floor", "thin"])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (naive)")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    ap.add_argument("--triton-url", default="127.0.0.1:8001", help="Triton gRPC endpoint (thin)")
+    ap.add_argument("--model", default="aesrm_proxy", help="Triton model (thin)")
     args = ap.parse_args()
-    app = naive_app(args.threads) if args.app == "naive" else floor_app(args.redis_url)
+    app = {"naive": lambda: naive_app(args.threads), "floor": lambda: floor_app(args.redis_url),
+           "thin": lambda: thin_app(args.triton_url, args.model)}[args.app]()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

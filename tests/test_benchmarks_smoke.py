@@ -41,6 +41,7 @@ def test_aesrm_bench_decode_prints_the_decoded_per_sampled_figure():
 def test_bench_triton_measures_every_path():
     pytest.importorskip("pytriton")
     out = _run("-m", "load_tests.bench_triton", "--requests", "3", "--concurrency", "2", "--shared-memory")
-    for line in ("direct tritonclient gRPC infer", "overhead ratio (grpc upload/direct)",
+    for line in ("direct tritonclient gRPC infer", "thin gateway (np.load + 1 infer)", "vs the thin gateway",
+                 "overhead ratio (grpc upload/direct)",
                  "overhead ratio (shared_memory upload/direct)", "batching gain (throughput)"):
         assert line in out, out

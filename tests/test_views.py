@@ -228,8 +228,14 @@ def _npz(**arrays) -> bytes:
     return buf.getvalue()
 
 
+def _flip(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] ^= 1
+    return bytes(out)
+
+
 @pytest.mark.parametrize("case", ["missing_view", "extra_view", "wrong_shape", "float", "compressed", "not_a_zip",
-                                  "pickled"])
+                                  "pickled", "corrupted", "truncated", "fortran_order", "bad_npy_header"])
 def test_bad_prepared_views_are_a_422_invalid_tensor(case):
     from service.ingest.sources import tensor_views
 
@@ -243,6 +249,10 @@ def test_bad_prepared_views_are_a_422_invalid_tensor(case):
             io.BytesIO()),
         "not_a_zip": lambda: b"PK\x03\x04" + b"\x00" * 100,
         "pickled": lambda: _npz(frames=ok, fragments=np.array([{"x": 1}], dtype=object)),
+        "corrupted": lambda: _flip(_npz(frames=ok, fragments=ok), 200_000),  # pixel bytes: only the CRC sees it
+        "truncated": lambda: _npz(frames=ok, fragments=ok)[:500_000],
+        "fortran_order": lambda: _npz(frames=ok, fragments=np.asfortranarray(ok)),
+        "bad_npy_header": lambda: _npz(frames=ok, fragments=ok).replace(b"\x93NUMPY", b"\x93NUMPX", 1),
     }[case]()
     with pytest.raises(errors.InvalidTensor):
         tensor_views(data, (FRAMES, FRAGS), 4096 * 4096, 10_000)

@@ -8,13 +8,14 @@ hash alone and a cached video is never decoded again.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
 import numpy as np
 
 from service import errors
@@ -28,7 +29,7 @@ NPZ_MAGIC = b"PK\x03\x04"  # np.savez: a zip of one .npy per view
 @dataclass(frozen=True)
 class LoadedInput:
     data: bytes
-    digest: str  # blake2b-128 of the bytes: the identity used in cache keys and dedup
+    digest: str  # BLAKE3-128 of the bytes: the identity used in cache keys and dedup
 
     @property
     def is_tensor(self) -> bool:
@@ -37,7 +38,9 @@ class LoadedInput:
 
 
 def content_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """BLAKE3 (128-bit): a cryptographic hash, so nobody can make a video collide with another's cache entry,
+    and 7x faster than blake2b here (0.1 vs 0.73 ms for a 786 kB upload; it runs for every input, hits too)."""
+    return blake3.blake3(data).hexdigest(length=16)
 
 
 def from_bytes(data: bytes, max_bytes: int, item=None) -> LoadedInput:
@@ -130,31 +133,45 @@ def tensor_views(data: bytes, specs: tuple[ViewSpec, ...], max_pixels: int, max_
 def prepared_views(data: bytes, specs: tuple[ViewSpec, ...], item=None) -> dict[str, np.ndarray]:
     """An uncompressed .npz holding exactly the model's views, `<name>.npy` = uint8 [T, H, W, 3] each (what
     service.client.frames.prepare uploads for a multi-view model: 0.4 MB a view instead of T native frames).
-    Compressed members are refused, so nothing inflates beyond the sizes checked here."""
+    Compressed members are refused, so nothing inflates beyond the sizes checked here. Each view is a
+    read-only array over `data` itself, CRC-checked: no copy (np.load through zipfile copied every view twice,
+    0.7 ms a video)."""
     want = {f"{s.name}.npy": s for s in specs}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = {i.filename: i for i in zf.infolist()}
-            if set(infos) != set(want):
-                raise errors.InvalidTensor(
-                    f"prepared views {sorted(n.removesuffix('.npy') for n in infos)} but the model takes "
-                    f"{[s.name for s in specs]} (GET /v1/model: views)", item=item)
-            out = {}
-            for name, s in want.items():
-                info, size = infos[name], s.frames * s.height * s.width * 3
-                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size + 4096:  # + .npy header
-                    raise errors.InvalidTensor(f"view {s.name}: compressed or larger than {s.frames}x{s.height}x"
-                                               f"{s.width}x3 uint8 (np.savez, not savez_compressed)", item=item)
-                arr = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
-                if arr.dtype != np.uint8 or arr.shape != (s.frames, s.height, s.width, 3):
-                    raise errors.InvalidTensor(f"view {s.name}: expected uint8 {[s.frames, s.height, s.width, 3]}, "
-                                               f"got {arr.dtype} {list(arr.shape)}", item=item)
-                out[s.name] = arr
-            return out
+        if set(infos) != set(want):
+            raise errors.InvalidTensor(
+                f"prepared views {sorted(n.removesuffix('.npy') for n in infos)} but the model takes "
+                f"{[s.name for s in specs]} (GET /v1/model: views)", item=item)
+        return {s.name: _stored_view(data, infos[name], s, item) for name, s in want.items()}
     except errors.ServiceError:
         raise
-    except Exception as exc:  # not a zip, truncated, a pickled member, a bad CRC
+    except Exception as exc:  # not a zip, truncated, a pickled member, a bad .npy header
         raise errors.InvalidTensor(f"not a readable .npz of views: {type(exc).__name__}", item=item) from exc
+
+
+def _stored_view(data: bytes, info: zipfile.ZipInfo, s: ViewSpec, item) -> np.ndarray:
+    """One stored (uncompressed) .npz member as uint8 [T, H, W, 3] without copying it."""
+    size = s.frames * s.height * s.width * 3
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size > size + 4096:  # + .npy header
+        raise errors.InvalidTensor(f"view {s.name}: compressed or larger than {s.frames}x{s.height}x"
+                                   f"{s.width}x3 uint8 (np.savez, not savez_compressed)", item=item)
+    head = data[info.header_offset:info.header_offset + 30]  # the member's local header: its own name/extra sizes
+    if len(head) < 30 or head[:4] != NPZ_MAGIC:
+        raise errors.InvalidTensor(f"view {s.name}: bad zip member header", item=item)
+    start = info.header_offset + 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little")
+    member = memoryview(data)[start:start + info.file_size]
+    if len(member) != info.file_size or zlib.crc32(member) != info.CRC:
+        raise errors.InvalidTensor(f"view {s.name}: truncated or corrupted (CRC mismatch)", item=item)
+    header = io.BytesIO(member[:min(len(member), 4096)])
+    major, _ = np.lib.format.read_magic(header)
+    read_header = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}[major]
+    shape, fortran, dtype = read_header(header)  # a literal dict, never unpickled
+    if dtype != np.uint8 or fortran or shape != (s.frames, s.height, s.width, 3) or header.tell() + size != len(member):
+        raise errors.InvalidTensor(f"view {s.name}: expected uint8 {[s.frames, s.height, s.width, 3]}, "
+                                   f"got {dtype} {list(shape)}", item=item)
+    return np.frombuffer(member, np.uint8, size, header.tell()).reshape(shape)
 
 
 def load_ref(ref, settings, item=None) -> LoadedInput:

@@ -45,3 +45,8 @@ def test_bench_triton_measures_every_path():
                  "overhead ratio (grpc upload/direct)",
                  "overhead ratio (shared_memory upload/direct)", "batching gain (throughput)"):
         assert line in out, out
+
+
+def test_http_hop_prints_both_modes():
+    out = _run("-m", "load_tests.http_hop", "--requests", "3", "--idle-ms", "1")
+    assert out.count("back to back: p50") == 2 and out.count("idle 1.0 ms before each: p50") == 2, out

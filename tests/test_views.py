@@ -17,7 +17,8 @@ from service.backends.triton import contract_from_config
 from service.contract import FRAGMENTS, LETTERBOX, ModelContract, ViewSpec, parse_views
 from service.examples import degrade, encode, pan_frames, photo
 from service.ingest.decode import DecodeLimits, decode_views
-from service.ingest.views import _reformatter, _yuv420_mosaic, fragment_mosaic, render_array, render_frame
+from service.ingest.frames import new_reformatter
+from service.ingest.views import _yuv420_mosaic, fragment_mosaic, render_array, render_frame
 from service.metrics import Metrics
 from tests.conftest import running_app, test_settings, views_for
 from tests.server_process import synced_triton
@@ -65,7 +66,7 @@ def test_fragments_cut_before_the_rgb_conversion_equal_cutting_the_converted_fra
     assert (frame.width, frame.height) == size
     want = fragment_mosaic(frame.to_ndarray(format="rgb24"), FRAGS)
     assert np.array_equal(render_frame(frame, FRAGS), want)
-    cut_first = _yuv420_mosaic(frame, FRAGS, _reformatter())
+    cut_first = _yuv420_mosaic(frame, FRAGS, new_reformatter())
     enlarged = w < 128 or h < 128  # smaller than the mosaic: enlarged first, on the whole frame
     assert (cut_first is None) == bool(w % 2 or h % 2 or enlarged)  # the others take the plane-cutting path
 
@@ -94,6 +95,21 @@ def test_tensors_and_small_frames_get_the_same_views():
     assert black(views["fragments"]) < 0.01 < 0.2 < black(views["frames"])  # only the whole frame is letterboxed
     same = fragment_mosaic(small[0], FRAGS)
     assert np.array_equal(same, views["fragments"][0])
+
+
+@pytest.mark.parametrize("size", [(480, 854), (181, 321), (64, 96), (97, 33), (720, 1280)])
+def test_one_swscale_context_per_video_gives_the_pixels_of_one_per_frame(size):
+    """fit_array reuses one reformatter for a clip's frames (a new swscale context per frame cost 3-4 ms at
+    small sizes); training clips and raw tensors must keep exactly the pixels of frame.reformat per frame,
+    which every shipped checkpoint was trained on. Frames differ, so a stale context would show."""
+    from service.ingest.frames import fit_array, fit_size, letterbox
+
+    frames = pan_frames(photo("bythewater"), 4, size[1], size[0])
+    w, h = fit_size(size[1], size[0], 128, 128)
+    per_frame = np.stack([letterbox(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(
+        width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray(), 128, 128) for f in frames])
+    assert np.array_equal(fit_array(frames, 128, 128), per_frame)
+    assert not np.array_equal(per_frame[0], per_frame[-1])
 
 
 def test_the_contract_always_has_the_whole_frame_view_and_keys_the_cache_by_every_view():

@@ -117,29 +117,14 @@ def _yuv420_mosaic(frame: av.VideoFrame, spec: ViewSpec, reformatter) -> np.ndar
     return out
 
 
-def _reformatter():
-    """One swscale context cache for a video's frames (frame.reformat builds a new one per call), run on
-    the calling thread (threads=1: the decode pool already runs one video per thread)."""
-    from av.video.reformatter import VideoReformatter
-
-    return VideoReformatter()
-
-
 def render_frame(frame: av.VideoFrame, spec: ViewSpec, rotation: int = 0, reformatter=None) -> np.ndarray:
     """One decoded frame (any pixel format) -> the view's [H, W, 3]; `rotation` = quarter turns to apply.
-    `reformatter`: a VideoReformatter to reuse across the frames of one video (one is made if None)."""
-    reformatter = reformatter or _reformatter()
-    if spec.kind == LETTERBOX:
-        from service.ingest.frames import fit_size, letterbox
+    `reformatter`: service.ingest.frames.new_reformatter(), reused across the frames of one video."""
+    from service.ingest.frames import fit_frame, new_reformatter
 
-        src_w, src_h = (frame.height, frame.width) if rotation % 2 else (frame.width, frame.height)
-        w, h = fit_size(src_w, src_h, spec.width, spec.height)
-        rw, rh = (h, w) if rotation % 2 else (w, h)  # resize in stored orientation, then rotate
-        rgb = reformatter.reformat(frame, width=rw, height=rh, format="rgb24", interpolation="AREA",
-                                   threads=1).to_ndarray()
-        if rotation:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation))
-        return letterbox(rgb, spec.width, spec.height)
+    reformatter = reformatter or new_reformatter()
+    if spec.kind == LETTERBOX:
+        return fit_frame(frame, spec.width, spec.height, rotation, reformatter)
     if not rotation and frame.format.name in _YUV420:
         mosaic = _yuv420_mosaic(frame, spec, reformatter)
         if mosaic is not None:
@@ -153,7 +138,9 @@ def render_frame(frame: av.VideoFrame, spec: ViewSpec, rotation: int = 0, reform
 def render_frames(frames: list[av.VideoFrame], specs: tuple[ViewSpec, ...], rotation: int = 0
                   ) -> dict[str, np.ndarray]:
     """Sampled decoded frames -> {view name: uint8 [T, H, W, 3]}."""
-    reformatter = _reformatter()
+    from service.ingest.frames import new_reformatter
+
+    reformatter = new_reformatter()
     return {s.name: np.stack([render_frame(f, s, rotation, reformatter) for f in frames]) for s in specs}
 
 

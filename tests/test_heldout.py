@@ -14,6 +14,7 @@ import torch
 from service.model.checkpoint import load_proxy
 from service.model.network import DIMENSIONS
 from service.training import heldout
+from service.training import data
 from service.training.data import CRITERIA, RECIPE
 
 ASSETS = Path(__file__).parent / "assets"
@@ -27,9 +28,34 @@ def _source(name: str) -> SimpleNamespace:
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
+    trained |= {v for names in data.RECIPE_V4.values() if isinstance(names, list) for v in names
+                if isinstance(v, str)}  # the opt-in recipe 4 too
     assert not set(heldout.FAMILIES) & trained
     assert set(heldout.FAMILIES.values()) == set(DIMENSIONS)
     assert all(sum(d == k for d in heldout.FAMILIES.values()) >= 5 for k in DIMENSIONS)
+
+
+def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers():
+    """aesrm-train --extra-families (recipe 4): off, the recipe (the data hash's input) and the variant of
+    every seed are the shipped ones; on, some seeds of sharpness / compression become the anisotropic blur /
+    MPEG-2, each a real edit that grows with strength, and GroupDataset carries the setting to its workers."""
+    torch.set_num_threads(1)
+    src = _source("rocket")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+    cases = (("sharpness", 2, "gaussian", "anisotropic"), ("compression_artifacts", 1, "default", "mpeg2"))
+    assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["on"]
+    assert [data.variant(c, seed) for c, seed, _, _ in cases] == ["gaussian", "default"]
+    data.EXTRA_FAMILIES["on"] = True
+    try:
+        assert data.recipe()["recipe_v4"] == data.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).extra_families
+        for crit, seed, _, new in cases:
+            assert data.variant(crit, seed) == new
+            clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
+            gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
+            assert 0.3 < gaps[0] < gaps[1], (crit, gaps)
+    finally:
+        data.EXTRA_FAMILIES["on"] = False
+    assert not data.GroupDataset([src], 1, seed=0).extra_families
 
 
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))

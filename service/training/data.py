@@ -54,6 +54,20 @@ RECIPE = {  # everything that shapes the data; hashed into the manifest's data_h
     "views": "frames:letterbox,fragments:fragments:4",
 }
 VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS, T, H, W, grid=4))
+# Opt-in recipe 4 (`aesrm-train --extra-families`; measured, NOT in the shipped model: service/model/README.md,
+# "Recipe 4"): two more fidelity families. An anisotropic Gaussian blur (elongated, any angle; not the
+# held-out uniform line kernel) and MPEG-2 at a fixed quantiser (8x8 DCT blocks without H.264's deblocking;
+# it shares them with the held-out MPEG-4 part 2 and MJPEG, which any held-out table must say). Off, RECIPE
+# and every shipped recipe's data are unchanged; on, the variants below replace RECIPE["variants"]' for
+# their criteria (variant = seed % count, so other groups of those criteria change too).
+RECIPE_V4 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic"], "compression_artifacts": ["x264", "mpeg2"],
+             "aniso_sigma": 4.5, "aniso_ratio": [0.1, 0.4], "mpeg2_q": [2, 31]}
+EXTRA_FAMILIES = {"on": False}
+
+
+def recipe() -> dict:
+    """What shapes the data now: RECIPE, plus RECIPE_V4 when the extra families are on (hashed into data_hash)."""
+    return {**RECIPE, "recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else RECIPE
 
 
 def model_input(clip: np.ndarray) -> np.ndarray:
@@ -68,7 +82,9 @@ V1_ONLY = {"on": False}  # True: only the recipe-1 families (the 1.x test set, f
 
 def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
-    names = ["default"] if V1_ONLY["on"] else RECIPE["variants"].get(criterion, ["default"])
+    if V1_ONLY["on"]:
+        return "default"
+    names = (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"])
     return names[int(seed) % len(names)]
 
 
@@ -145,6 +161,21 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+def _aniso_blur(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """Recipe 4: an elongated Gaussian (major axis `sigma` px, minor 0.1-0.4 of it, random angle), a smooth
+    directional softness (not the uniform line kernel of the held-out motion blur)."""
+    g = np.random.default_rng([int(seed), 4])
+    ang, ratio = g.uniform(0, math.pi), g.uniform(*RECIPE_V4["aniso_ratio"])
+    s1, s2 = sigma, max(0.3, sigma * ratio)
+    r = max(1, int(math.ceil(3 * s1)))
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
+    u, v = xx * math.cos(ang) + yy * math.sin(ang), -xx * math.sin(ang) + yy * math.cos(ang)
+    k = torch.exp(-0.5 * ((u / s1) ** 2 + (v / s2) ** 2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k.expand(c, 1, -1, -1).contiguous(), groups=c)
+
+
 def _disc_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
     """Defocus: a uniform disc kernel (anti-aliased edge) of the given radius in pixels."""
     r = int(math.ceil(radius))
@@ -209,13 +240,18 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     return x
 
 
-def _compress(frames: np.ndarray, crf: float) -> np.ndarray:
-    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing."""
+def _compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0) -> np.ndarray:
+    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing. With
+    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as c:
-        st = c.add_stream("libx264", rate=8)
+    with av.open(buf, "w", format="matroska" if mpeg2_q else "mp4") as c:
+        st = c.add_stream("mpeg2video" if mpeg2_q else "libx264", rate=24 if mpeg2_q else 8)  # MPEG-2: a legal rate
         st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
+        if mpeg2_q:
+            st.codec_context.qmin = st.codec_context.qmax = int(mpeg2_q)
+            st.options = {"threads": "1"}
+        else:
+            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
         for f in frames:
             for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
@@ -224,7 +260,7 @@ def _compress(frames: np.ndarray, crf: float) -> np.ndarray:
     buf.seek(0)
     with av.open(buf) as c:
         out = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    return out
+    return out[:len(frames)]
 
 
 def camera_frames(levels: list, cam: dict, edits: dict) -> torch.Tensor:
@@ -246,6 +282,9 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         if variant("sharpness", seed) == "defocus_disc":
             if s * RECIPE["disc_radius"] > 0.5:
                 x = _disc_blur(x, s * RECIPE["disc_radius"])
+        elif variant("sharpness", seed) == "anisotropic":
+            if s * RECIPE_V4["aniso_sigma"] > 0.3:
+                x = _aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
         elif s * RECIPE["blur_sigma"] > 0.15:
             x = _gauss_blur(x, s * RECIPE["blur_sigma"])
     if edits.get("noise", (0,))[0] > 0:
@@ -272,8 +311,11 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
                 idx[t] = idx[t - 1]
         clip = clip[idx]
     if edits.get("compression_artifacts", (0,))[0] > 0:
+        s, seed, _ = edits["compression_artifacts"]
         lo, hi = RECIPE["crf"]
-        clip = _compress(np.ascontiguousarray(clip), lo + edits["compression_artifacts"][0] * (hi - lo))
+        qlo, qhi = RECIPE_V4["mpeg2_q"]
+        q = int(round(qlo + s * (qhi - qlo))) if variant("compression_artifacts", seed) == "mpeg2" else 0
+        clip = _compress(np.ascontiguousarray(clip), lo + s * (hi - lo), mpeg2_q=q)
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
         clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return model_input(clip)
@@ -339,12 +381,14 @@ class GroupDataset(torch.utils.data.Dataset):
 
     def __init__(self, sources: list, length: int, seed: int, epoch: int = 0):
         self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
+        self.extra_families = EXTRA_FAMILIES["on"]  # carried to workers however they are started
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
         torch.set_num_threads(1)
+        EXTRA_FAMILIES["on"] = self.extra_families
         clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(clips), c
 

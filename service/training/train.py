@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from service.model.checkpoint import TRAINED_VERSION, save_checkpoint
-from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, RECIPE, GroupDataset, fixed_groups
+from service.training.data import (CRITERIA, CRITERION_DIMENSION, EXTRA_FAMILIES, GROUP_PAIRS, GroupDataset,
+                                   fixed_groups, recipe)
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, with_novelty_buffers
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
@@ -202,6 +203,7 @@ def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     model, manifest = load_proxy(path)
+    EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})  # refit on the checkpoint's own recipe
     sources = load_sources()
     val = fixed_groups([s for s in sources if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
     temps = calibrate(model, val)
@@ -226,9 +228,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="where the checkpoint goes; shipping it (service/model/checkpoints/) is a separate, "
                          "reviewed step: the shipped model and the Triton configs must change together")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
+    ap.add_argument("--extra-families", action="store_true",
+                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (measured, not shipped: "
+                         "service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
+    EXTRA_FAMILIES["on"] = args.extra_families  # before any group is rendered (val, training, novelty, test)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     print("evaluating on held-out test sources ...", flush=True)
     test = test_metrics(model, sources, args.test_per_criterion) if args.test_per_criterion else {}
     manifest = {
-        "version": TRAINED_VERSION, "data_hash": data_hash(sources, RECIPE), "seed": args.seed,
+        "version": TRAINED_VERSION, "data_hash": data_hash(sources, recipe()), "seed": args.seed,
         "metrics": {"test": test, "per_criterion_groups": args.test_per_criterion, "eval_seed": EVAL_SEED},
         "training": {"command": "aesrm-train " + " ".join(argv if argv is not None else sys.argv[1:]),
                      **{k: getattr(args, k) for k in DEFAULTS}, "steps": total,
@@ -301,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
                      "selection": "final epoch", "history": history, "calibration": temps,
                      "novelty": novelty,
                      "torch": torch.__version__, "threads": args.threads},
-        "sources": sources_manifest(sources), "recipe": RECIPE,
+        "sources": sources_manifest(sources), "recipe": recipe(),
         "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),
     }
     saved = save_checkpoint(model, args.out, manifest)

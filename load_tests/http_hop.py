@@ -5,8 +5,8 @@
 Starts a bare FastAPI endpoint (same uvicorn as the gateway) that only reads two multipart parts of 786 kB
 (the size of one prepared-views upload) and returns, and posts the same body with httpx: once back to back,
 once with the client idle `--idle-ms` before each request, as the gateway is while Triton computes. The
-difference is the cost of waking idle processes (on a VM, idle vCPUs halt), which every HTTP gateway in
-front of Triton pays and a direct gRPC client pays once less (README, Triton benchmark reading).
+difference is the cost of waking idle processes (on a VM, idle vCPUs halt): every HTTP gateway in front of
+Triton adds such a hop to a direct gRPC client's round trip (README, Triton benchmark reading).
 """
 
 from __future__ import annotations

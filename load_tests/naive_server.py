@@ -2,7 +2,7 @@
 
     python -m load_tests.naive_server naive --port 8101            # a trainer's own reward server
     python -m load_tests.naive_server floor --port 8102 --redis-url redis://127.0.0.1:6379/15
-    python -m load_tests.naive_server thin --port 8103 --triton-url 127.0.0.1:8001   # bench_triton's floor
+    python -m load_tests.naive_server thin --port 8103 --triton-url 127.0.0.1:8001   # bench_triton's thin gateway
 
 naive: what a GRPO trainer writes in an afternoon, done sensibly. POST /v1/group with the same JSON body as
 ours ({"videos": [{"base64": ...}, ...]}); each video is decoded ONCE, every frame (PyAV, default
@@ -15,11 +15,10 @@ floor: the least a cache hit can cost. POST /v1/pair with our body ({"a": {"base
 parse the body (orjson), base64-decode and hash both videos (BLAKE3-128, our identity), one Redis GET, return
 the stored JSON bytes. PUT /store stores the JSON for the next hits of that body.
 
-thin: the thinnest HTTP gateway a user could put in front of Triton (load_tests.bench_triton). POST
-/v1/pair/upload with our multipart body (parts `a`, `b`: the .npz of prepared views the SDK uploads):
-np.load each part, one async gRPC infer of the row (a, b), return the dimension logits. No cache, no hash,
-no checks, no metrics: what is left of the gateway overhead against it is our own work, the rest is the
-HTTP hop itself.
+thin: the HTTP gateway in front of Triton a user would write (load_tests.bench_triton compares ours with
+it). POST /v1/pair/upload with our multipart body (parts `a`, `b`: the .npz of prepared views the SDK
+uploads): np.load each part, one async gRPC infer of the row (a, b), return the dimension logits. No cache,
+hash, checks or metrics.
 """
 
 from __future__ import annotations

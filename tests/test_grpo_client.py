@@ -126,6 +126,29 @@ def test_prepare_takes_any_layout_dtype_and_torch_and_matches_the_servers_pixels
         prepare(np.zeros((3, 3, 64, 3), np.uint8), CONTRACT)  # T == C == 3: ambiguous
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_float_frames_become_the_pixels_of_the_plain_whole_clip_formula(dtype):
+    """to_uint8 works frame by frame in one reused buffer (whole-clip temporaries page-faulted 38 MB per
+    step): every pixel equals the plain formula, half-level boundaries and both value ranges included, and
+    NaN / inf / values beyond float32 are refused."""
+    from service.client.frames import to_uint8
+
+    rng = np.random.default_rng(1)
+    for lo, rng_name in ((0.0, "0,1"), (-1.0, "-1,1")):
+        x = rng.uniform(lo - 0.1 if lo < 0 else 0.0, 1.1, (5, 24, 32, 3)).astype(dtype)  # "auto" sees the range
+        x.flat[:512] = (np.arange(512) / 510.0 * (1 - lo) + lo).astype(dtype)  # every half level
+        ref = x.astype(np.float32)
+        if lo < 0:
+            ref = (ref + 1.0) * 0.5
+        ref = np.clip(np.rint(ref * 255.0), 0, 255).astype(np.uint8)
+        assert np.array_equal(to_uint8(x, "auto"), ref) and np.array_equal(to_uint8(x, rng_name), ref)
+    for bad in (np.nan, np.inf, -np.inf) + ((1e300,) if dtype == np.float64 else ()):
+        x = np.zeros((2, 4, 4, 3), dtype)
+        x[1, 2, 3, 0] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            to_uint8(x)
+
+
 async def test_numpy_resampler_agrees_with_swscale_within_the_documented_tolerance(renders):
     """The shipped model's views prepared with either resampler (only the whole-frame view is resampled;
     fragments are exact crops) give rewards within RESAMPLE_TOLERANCE."""

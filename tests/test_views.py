@@ -110,6 +110,8 @@ def test_one_swscale_context_per_video_gives_the_pixels_of_one_per_frame(size):
         width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray(), 128, 128) for f in frames])
     assert np.array_equal(fit_array(frames, 128, 128), per_frame)
     assert not np.array_equal(per_frame[0], per_frame[-1])
+    fresh = np.stack([fragment_mosaic(f, FRAGS) for f in frames])  # a new context per frame (small: enlarged)
+    assert np.array_equal(render_array(frames, (FRAGS,))["fragments"], fresh)
 
 
 def test_the_contract_always_has_the_whole_frame_view_and_keys_the_cache_by_every_view():

@@ -42,20 +42,24 @@ def _patch_origins(h: int, w: int, spec: ViewSpec) -> list[tuple[int, int]]:
     return [(y0, x0) for y0 in rows for x0 in cols]
 
 
-def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec) -> np.ndarray:
-    """uint8 [h, w, 3] at native resolution -> [H, W, 3] mosaic of the centre patch of every grid cell."""
+def fragment_mosaic(rgb: np.ndarray, spec: ViewSpec, reformatter=None) -> np.ndarray:
+    """uint8 [h, w, 3] at native resolution -> [H, W, 3] mosaic of the centre patch of every grid cell.
+    `reformatter` (service.ingest.frames.new_reformatter, reused across a clip) enlarges a small frame."""
     g, ph, pw = spec.grid, spec.height // spec.grid, spec.width // spec.grid
     h, w = rgb.shape[:2]
     if h < spec.height or w < spec.width:  # too small for native patches: enlarge to just fit the mosaic
         import av
+
+        from service.ingest.frames import new_reformatter
 
         # the other side grows by the same factor, but never past MAX_ENLARGED_SIDE: a 1 x 100,000 strip
         # (within max_pixels) would otherwise become 128 x 12,800,000
         scale = max(spec.height / h, spec.width / w)
         nw = max(spec.width, min(round(w * scale), MAX_ENLARGED_SIDE))
         nh = max(spec.height, min(round(h * scale), MAX_ENLARGED_SIDE))
-        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
-            width=nw, height=nh, interpolation="BILINEAR").to_ndarray()
+        rgb = (reformatter or new_reformatter()).reformat(
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24"), width=nw, height=nh,
+            interpolation="BILINEAR", threads=1).to_ndarray()
         h, w = nh, nw
     out = np.empty((spec.height, spec.width, 3), dtype=np.uint8)
     for k, (y0, x0) in enumerate(_patch_origins(h, w, spec)):
@@ -132,7 +136,7 @@ def render_frame(frame: av.VideoFrame, spec: ViewSpec, rotation: int = 0, reform
     rgb = reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
     if rotation:
         rgb = np.rot90(rgb, k=rotation)
-    return fragment_mosaic(rgb, spec)
+    return fragment_mosaic(rgb, spec, reformatter)
 
 
 def render_frames(frames: list[av.VideoFrame], specs: tuple[ViewSpec, ...], rotation: int = 0
@@ -146,12 +150,13 @@ def render_frames(frames: list[av.VideoFrame], specs: tuple[ViewSpec, ...], rota
 
 def render_array(frames: np.ndarray, specs: tuple[ViewSpec, ...]) -> dict[str, np.ndarray]:
     """Sampled uint8 RGB frames [T, h, w, 3] (raw tensors, training clips) -> {view name: [T, H, W, 3]}."""
-    from service.ingest.frames import fit_array
+    from service.ingest.frames import fit_array, new_reformatter
 
     out = {}
     for s in specs:
         if s.kind == LETTERBOX:
             out[s.name] = fit_array(np.ascontiguousarray(frames), s.width, s.height)
         else:
-            out[s.name] = np.stack([fragment_mosaic(f, s) for f in frames])
+            reformatter = new_reformatter() if frames.shape[1] < s.height or frames.shape[2] < s.width else None
+            out[s.name] = np.stack([fragment_mosaic(f, s, reformatter) for f in frames])
     return out

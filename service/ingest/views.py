@@ -157,6 +157,6 @@ def render_array(frames: np.ndarray, specs: tuple[ViewSpec, ...]) -> dict[str, n
         if s.kind == LETTERBOX:
             out[s.name] = fit_array(np.ascontiguousarray(frames), s.width, s.height)
         else:
-            reformatter = new_reformatter() if frames.shape[1] < s.height or frames.shape[2] < s.width else None
+            reformatter = new_reformatter()  # used only if the frames must be enlarged
             out[s.name] = np.stack([fragment_mosaic(f, s, reformatter) for f in frames])
     return out

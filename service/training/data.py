@@ -70,6 +70,12 @@ def recipe() -> dict:
     return {**RECIPE, "recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else RECIPE
 
 
+def use_recipe_of(manifest: dict) -> bool:
+    """Render groups with the recipe a checkpoint was trained on (evaluation, recalibration); True = recipe 4."""
+    EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})
+    return EXTRA_FAMILIES["on"]
+
+
 def model_input(clip: np.ndarray) -> np.ndarray:
     """Camera-resolution uint8 clip [T, h, w, 3] -> every view stacked along time [T * len(VIEWS), H, W, 3]."""
     views = render_array(np.ascontiguousarray(clip), VIEWS)
@@ -279,10 +285,11 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
     x = _photometric(x, {k: v for k, v in edits.items() if v[0] > 0})
     if edits.get("sharpness", (0,))[0] > 0:
         s, seed, _ = edits["sharpness"]
-        if variant("sharpness", seed) == "defocus_disc":
+        kind = variant("sharpness", seed)
+        if kind == "defocus_disc":
             if s * RECIPE["disc_radius"] > 0.5:
                 x = _disc_blur(x, s * RECIPE["disc_radius"])
-        elif variant("sharpness", seed) == "anisotropic":
+        elif kind == "anisotropic":
             if s * RECIPE_V4["aniso_sigma"] > 0.3:
                 x = _aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
         elif s * RECIPE["blur_sigma"] > 0.15:

@@ -135,11 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         from service.training.data import V1_ONLY
         V1_ONLY["on"] = True
     model, manifest = load_proxy(args.checkpoint)
-    if "recipe_v4" in manifest.get("recipe", {}):  # trained with aesrm-train --extra-families: its own recipe
-        from service.training.data import EXTRA_FAMILIES
-        EXTRA_FAMILIES["on"] = True
+    from service.training.data import use_recipe_of
+
+    extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
-          f"trained={manifest['trained']}{' (recipe 4: extra families)' if 'recipe_v4' in manifest.get('recipe', {}) else ''}")
+          f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}")
     sources = [s for s in load_sources() if s.split == args.split]
     print(f"{args.split} sources: {', '.join(s.id for s in sources)}")
     t0 = time.time()

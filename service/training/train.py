@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from service.model.checkpoint import TRAINED_VERSION, save_checkpoint
 from service.training.data import (CRITERIA, CRITERION_DIMENSION, EXTRA_FAMILIES, GROUP_PAIRS, GroupDataset,
-                                   fixed_groups, recipe)
+                                   fixed_groups, recipe, use_recipe_of)
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, with_novelty_buffers
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
@@ -203,7 +203,7 @@ def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     model, manifest = load_proxy(path)
-    EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})  # refit on the checkpoint's own recipe
+    use_recipe_of(manifest)  # refit on the checkpoint's own recipe
     sources = load_sources()
     val = fixed_groups([s for s in sources if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
     temps = calibrate(model, val)

@@ -360,3 +360,23 @@ def test_off_dim_margin_sets_where_the_dimension_hinge_starts():
         tight = float(pair_loss(model, clips, crit, flip, off_dim=1.0, off_dim_margin=0.2)[0])
     assert wide == pytest.approx(base, abs=1e-6)
     assert tight > base + 1e-4
+
+
+def test_a_wider_embedding_saves_loads_and_stays_antisymmetric(tmp_path):
+    """aesrm-train --frame-dim/--embed-dim: the width travels in the manifest's config, so the checkpoint
+    rebuilds the same architecture when loaded, and A/B antisymmetry holds as for the default width."""
+    from service.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(5)
+    model = AesRMProxy(ProxyConfig(frame_dim=128, embed_dim=160)).eval()
+    path = tmp_path / "wide.pt"
+    save_checkpoint(model, path, {})
+    loaded, manifest = load_proxy(path)
+    assert (manifest["config"]["frame_dim"], manifest["config"]["embed_dim"]) == (128, 160)
+    assert loaded.criterion_w.shape == (len(CRITERIA), 160)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g) for _ in range(2))
+    with torch.inference_mode():
+        ab, ba = loaded(a, b, a, b), loaded(b, a, b, a)
+        assert torch.equal(ab[0], model(a, b, a, b)[0])
+        assert torch.equal(ba[0], -ab[0]) and torch.equal(ba[1], -ab[1])

@@ -31,7 +31,7 @@ from service.training.sources import cache_dir, data_hash, load_sources, sources
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1235, "val_per_criterion": 8, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
-            "off_dim_margin": 0.5, "fragments": 4}
+            "off_dim_margin": 0.5, "fragments": 4, "frame_dim": 96, "embed_dim": 96}
 
 
 def seed_everything(seed: int) -> None:
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
 
-    model = AesRMProxy(ProxyConfig(fragments=args.fragments))
+    model = AesRMProxy(ProxyConfig(fragments=args.fragments, frame_dim=args.frame_dim, embed_dim=args.embed_dim))
     if args.init:
         blob = torch.load(args.init, map_location="cpu", weights_only=True)
         missing = model.load_state_dict(blob["state_dict"], strict=False)

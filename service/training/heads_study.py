@@ -8,7 +8,7 @@
    right criterion; this is how 2.0.0's VF loss was found (service/model/README.md, "Proxy 2.1.0").
 2. Logit scale: median |raw dimension logit| where the dimension was edited vs where it was not.
 3. Calibration alternatives: maps of the raw dimension logits fitted on the val photos (the pairs
-   `train.calibrate` uses) and scored on the test split: ECE of the edited dimension (overall and per
+   `train.calibrate` uses) and scored on the test split and the held-out families: ECE of the edited dimension (overall and per
    dimension), off-target strong moves, overall accuracy. One shared temperature fitted with the off-target
    label 0.5 is what `calibrate` ships; the others show what a different fit would cost, the last one a
    two-parameter odd map per dimension (temperature and exponent) that a plain temperature cannot express.
@@ -136,12 +136,12 @@ def calibration_alternatives(val: tuple, test: tuple, bound: float, heldout: tup
 @torch.inference_mode()
 def heldout_raw_heads(model, groups: list) -> tuple[np.ndarray, np.ndarray]:
     """(raw dimension logits [P, 3], edited dimension index [P]) of the pairs evaluate_heldout scores."""
-    from service.training.heldout import FAMILIES, GRADED
+    from service.training.heldout import FAMILIES, pair_indices
 
     emb = embed_groups(model, groups)
     ea, eb, d = [], [], []
     for g, (_, fam, _) in enumerate(groups):
-        for i, j in [(0, 1), (0, 2)] + ([(1, 2)] if fam in GRADED else []):
+        for i, j in pair_indices(fam):
             ea.append(emb[g, i])
             eb.append(emb[g, j])
             d.append(DIMENSIONS.index(FAMILIES[fam]))

@@ -259,6 +259,12 @@ def photo_sources(folder: str) -> list:
     return [SimpleNamespace(id=str(p.relative_to(folder)), levels=_levels(_decode(str(p)))) for p in files]
 
 
+def pair_indices(family: str) -> list[tuple[int, int]]:
+    """The (better, worse) clip pairs scored in a group: clean vs moderate and vs strong, and moderate vs
+    strong where more strength is worse (not for a jump cut)."""
+    return [(0, 1), (0, 2)] + ([(1, 2)] if family in GRADED else [])
+
+
 def ece(conf_correct: list[tuple[float, bool]], bins: int = 10) -> float:
     """Expected calibration error over (confidence of the predicted side, was it right)."""
     if not conf_correct:
@@ -303,8 +309,7 @@ def evaluate_heldout(model, groups: list) -> dict:
     emb = embed_groups(model, groups)
     per_family: dict[str, list] = {}
     for gi, (_, fam, _) in enumerate(groups):
-        pairs = [(0, 1), (0, 2)] + ([(1, 2)] if fam in GRADED else [])
-        for i, j in pairs:
+        for i, j in pair_indices(fam):
             dim, _ = model.heads(emb[gi, i][None], emb[gi, j][None])
             per_family.setdefault(fam, []).append(pair_record(dim[0], FAMILIES[fam]))
     allr = [r for v in per_family.values() for r in v]

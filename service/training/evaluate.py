@@ -34,6 +34,15 @@ def embed_groups(model, groups: list, batch: int = 24) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def pair_raw_heads(model, groups: list, pairs_of=lambda group: GROUP_PAIRS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw (unbounded, uncalibrated) dimension [P, 3] and criterion [P, C] logits of every (better, worse)
+    clip pair `pairs_of(group)` of every group, in group order: what calibration and the heads study read."""
+    emb = embed_groups(model, groups)
+    pairs = [(g, i, j) for g, group in enumerate(groups) for i, j in pairs_of(group)]
+    return model.raw_heads(torch.stack([emb[g, i] for g, i, _ in pairs]), torch.stack([emb[g, j] for g, _, j in pairs]))
+
+
+@torch.inference_mode()
 def evaluate_groups(model, groups: list, consistency_pairs: int = 32) -> dict:
     model.eval()
     emb = embed_groups(model, groups)

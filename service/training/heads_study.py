@@ -25,9 +25,9 @@ import torch
 
 from service.model.network import DIMENSIONS
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups, use_recipe_of
-from service.training.evaluate import EVAL_SEED, embed_groups
+from service.training.evaluate import EVAL_SEED, pair_raw_heads
 from service.training.heldout import STRONG, ece, heldout_groups
-from service.training.train import fit_temperature
+from service.training.train import calibration_loss, fit_temperature
 
 DIM_OF = np.array([DIMENSIONS.index(d) for d in CRITERION_DIMENSION])
 
@@ -36,10 +36,7 @@ DIM_OF = np.array([DIMENSIONS.index(d) for d in CRITERION_DIMENSION])
 def raw_heads(model, groups: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dimension logits [P, 3], criterion logits [P, C], edited criterion [P]) of every group pair, better
     side first, unbounded and uncalibrated."""
-    emb = embed_groups(model, groups)
-    ea = torch.stack([emb[g, i] for g in range(len(groups)) for i, _ in GROUP_PAIRS])
-    eb = torch.stack([emb[g, j] for g in range(len(groups)) for _, j in GROUP_PAIRS])
-    dim, crit = model.raw_heads(ea, eb)
+    dim, crit = pair_raw_heads(model, groups)
     return dim.double().numpy(), crit.double().numpy(), np.repeat([g[1] for g in groups], len(GROUP_PAIRS))
 
 
@@ -82,10 +79,10 @@ def fit_power(on: np.ndarray, off: np.ndarray, bound: float) -> tuple[float, flo
     for `off`) over TEMPERATURE_GRID x POWER_GRID."""
     best = (np.inf, 1.0, 1.0)
     for g in POWER_GRID:
-        t = fit_temperature(np.abs(on) ** g * np.sign(on), np.abs(off) ** g * np.sign(off), bound)
-        lo, lf = _bound(_power(on, t ** (1 / g), g), bound), _bound(_power(off, t ** (1 / g), g), bound)
-        ce = np.logaddexp(0, -lo).sum() + (0.5 * (np.logaddexp(0, -lf) + np.logaddexp(0, lf))).sum()
-        best = min(best, (ce, float(t ** (1 / g)), float(g)))
+        t = fit_temperature(_power(on, 1.0, g), _power(off, 1.0, g), bound)
+        t = t ** (1 / g)  # |x|^g / t' == |x / t' ** (1 / g)| ** g
+        ce = calibration_loss(_bound(_power(on, t, g), bound), _bound(_power(off, t, g), bound))
+        best = min(best, (ce, float(t), float(g)))
     return best[1], best[2]
 
 
@@ -138,14 +135,8 @@ def heldout_raw_heads(model, groups: list) -> tuple[np.ndarray, np.ndarray]:
     """(raw dimension logits [P, 3], edited dimension index [P]) of the pairs evaluate_heldout scores."""
     from service.training.heldout import FAMILIES, pair_indices
 
-    emb = embed_groups(model, groups)
-    ea, eb, d = [], [], []
-    for g, (_, fam, _) in enumerate(groups):
-        for i, j in pair_indices(fam):
-            ea.append(emb[g, i])
-            eb.append(emb[g, j])
-            d.append(DIMENSIONS.index(FAMILIES[fam]))
-    dim, _ = model.raw_heads(torch.stack(ea), torch.stack(eb))
+    dim, _ = pair_raw_heads(model, groups, lambda group: pair_indices(group[1]))
+    d = [DIMENSIONS.index(FAMILIES[fam]) for _, fam, _ in groups for _ in pair_indices(fam)]
     return dim.double().numpy(), np.array(d)
 
 

@@ -114,10 +114,14 @@ def fit_temperature(on: np.ndarray, off: np.ndarray | None, bound: float) -> flo
     squash = (lambda x: bound * np.tanh(x / bound)) if bound > 0 else (lambda x: x)  # noqa: E731
     best = (np.inf, 1.0)
     for t in TEMPERATURE_GRID:
-        lo, lf = squash(on / t), squash(off / t)
-        ce = np.logaddexp(0, -lo).sum() + (0.5 * (np.logaddexp(0, -lf) + np.logaddexp(0, lf))).sum()
-        best = min(best, (ce / (len(on) + len(off)), float(t)))
+        best = min(best, (calibration_loss(squash(on / t), squash(off / t)), float(t)))
     return best[1]
+
+
+def calibration_loss(on: np.ndarray, off: np.ndarray) -> float:
+    """Mean cross-entropy of calibrated logits: label 1 for `on` (edited), 0.5 for `off` (untouched)."""
+    ce = np.logaddexp(0, -on).sum() + (0.5 * (np.logaddexp(0, -off) + np.logaddexp(0, off))).sum()
+    return float(ce / (len(on) + len(off)))
 
 
 @torch.inference_mode()
@@ -129,12 +133,9 @@ def calibrate(model: AesRMProxy, groups: list) -> dict:
     and the criteria of other dimensions, should be indifferent (label 0.5: the two sides differ in one
     edit only). Fitting on both keeps a sharpening temperature from turning small off-target logits into
     confident claims."""
-    from service.training.evaluate import embed_groups
+    from service.training.evaluate import pair_raw_heads
 
-    emb = embed_groups(model, groups)
-    ea = torch.stack([emb[gi, i] for gi in range(len(groups)) for i, _ in GROUP_PAIRS])
-    eb = torch.stack([emb[gi, j] for gi in range(len(groups)) for _, j in GROUP_PAIRS])
-    dim, crit = (x.double().numpy() for x in model.raw_heads(ea, eb))
+    dim, crit = (x.double().numpy() for x in pair_raw_heads(model, groups))
     c = np.repeat([g[1] for g in groups], len(GROUP_PAIRS))
     d = DIM_OF_CRITERION.numpy()[c]
     # ONE temperature shared by the dimensions: the overall reward is a weighted mean of the dimension

@@ -99,3 +99,23 @@ def test_evaluate_heldout_scores_the_shipped_checkpoint_per_family_and_dimension
     assert m["dimensions"]["VF"]["pairs"] == 0 and m["all"]["pairs"] == 10
     for k in ("accuracy", "overall_accuracy", "off_target_strong", "off_target_backwards", "ece"):
         assert 0.0 <= m["all"][k] <= 1.0
+
+
+def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe():
+    """`aesrm-eval --selection` (the model-selection rule): the val photos' groups of the shipped recipe and
+    of recipe 4 are both scored with the real shipped model, train-split photos are not used, and the global
+    recipe switch is left as it was."""
+    from service.training.evaluate import selection_metrics
+
+    torch.set_num_threads(2)
+    model, _ = load_proxy()
+    val = _source("chelsea")
+    val.split = "val"
+    train = SimpleNamespace(id="train-only", split="train", levels=None)  # would fail to render if used
+    assert not data.EXTRA_FAMILIES["on"]
+    sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
+    assert not data.EXTRA_FAMILIES["on"]
+    assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
+    for m in sel["shipped"].values():
+        assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)
+        assert 0.0 <= m["dimension_mean"] <= 1.0

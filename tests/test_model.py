@@ -62,6 +62,19 @@ def test_checkpoint_files_and_manifest(proxy):
     assert all(f["license"] and f["package"] for s in m["sources"].values() for f in s)
 
 
+def test_a_fine_tuning_run_records_what_it_started_from(tmp_path):
+    """`aesrm-train --init`: the manifest's training.init names the start checkpoint by file, sha256 and
+    version, read by train.init_record from a real saved checkpoint and its manifest; none without --init."""
+    from service.model.checkpoint import save_checkpoint
+    from service.training.train import init_record
+
+    torch.manual_seed(1)
+    path = tmp_path / "stage1.pt"
+    saved = save_checkpoint(AesRMProxy(ProxyConfig()), path, {"version": "9.9.9"})
+    assert init_record(str(path)) == {"file": "stage1.pt", "sha256": saved["checkpoint_sha256"], "version": "9.9.9"}
+    assert init_record(None) is None
+
+
 def swapped(inputs: tuple) -> tuple:
     """forward() inputs (frames_a, frames_b[, fragments_a, fragments_b]) with A and B swapped in every view."""
     return tuple(inputs[i ^ 1] for i in range(len(inputs)))
@@ -362,21 +375,38 @@ def test_off_dim_margin_sets_where_the_dimension_hinge_starts():
     assert tight > base + 1e-4
 
 
-def test_a_wider_embedding_saves_loads_and_stays_antisymmetric(tmp_path):
-    """aesrm-train --frame-dim/--embed-dim: the width travels in the manifest's config, so the checkpoint
-    rebuilds the same architecture when loaded, and A/B antisymmetry holds as for the default width."""
+@pytest.mark.parametrize("width", [dict(frame_dim=128, embed_dim=160), dict(dim_heads=32, embed_dim=96)])
+def test_a_wider_or_per_dimension_embedding_saves_loads_and_stays_antisymmetric(tmp_path, width):
+    """aesrm-train --frame-dim/--embed-dim/--dim-heads: the width travels in the manifest's config, so the
+    checkpoint rebuilds the same architecture when loaded, and A/B antisymmetry holds as for the default."""
     from service.model.checkpoint import save_checkpoint
 
     torch.manual_seed(5)
-    model = AesRMProxy(ProxyConfig(frame_dim=128, embed_dim=160)).eval()
+    model = AesRMProxy(ProxyConfig(**width)).eval()
     path = tmp_path / "wide.pt"
     save_checkpoint(model, path, {})
     loaded, manifest = load_proxy(path)
-    assert (manifest["config"]["frame_dim"], manifest["config"]["embed_dim"]) == (128, 160)
-    assert loaded.criterion_w.shape == (len(CRITERIA), 160)
+    assert {k: manifest["config"][k] for k in width} == width
+    assert loaded.criterion_w.shape == (len(CRITERIA), width["embed_dim"])
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randint(0, 256, (2, 8, 128, 128, 3), dtype=torch.uint8, generator=g) for _ in range(2))
     with torch.inference_mode():
         ab, ba = loaded(a, b, a, b), loaded(b, a, b, a)
         assert torch.equal(ab[0], model(a, b, a, b)[0])
         assert torch.equal(ba[0], -ab[0]) and torch.equal(ba[1], -ab[1])
+
+
+def test_per_dimension_heads_read_only_their_own_block():
+    """--dim-heads: each dimension's criteria read only that dimension's block of the embedding, so a change
+    confined to the VA block moves VA and leaves VF and VP exactly at 0."""
+    torch.manual_seed(3)
+    model = AesRMProxy(ProxyConfig(dim_heads=32, embed_dim=96)).eval()
+    with torch.no_grad():
+        model.criterion_w.normal_()  # dense weights: only the block mask can keep VF / VP still
+    ea = torch.randn(4, 96)
+    eb = ea.clone()
+    eb[:, :32] += torch.randn(4, 32)  # VA block (DIMENSIONS order)
+    dim, crit = model.raw_heads(ea, eb)
+    assert (dim[:, 0].abs() > 0).all() and torch.equal(dim[:, 1:], torch.zeros(4, 2))
+    va = torch.tensor([d == "VA" for d in CRITERION_DIMENSION])
+    assert torch.equal(crit[:, ~va], torch.zeros(4, int((~va).sum())))

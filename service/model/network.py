@@ -41,6 +41,7 @@ class ProxyConfig:
     novelty: bool = True  # embedding-distance buffers (emb_center/emb_scale/novelty_ref) in the state_dict
     fragments: int = 4  # > 0: a second input view, grid x grid native-resolution patches (FAST-VQA); 2.2.0
     frag_widths: tuple[int, ...] = (16, 24, 32, 48)  # fragment CNN stages (stride 2 each)
+    dim_heads: int = 0  # > 0: one ReLU layer of this width per dimension; embed_dim = 3 * dim_heads
 
     def views(self) -> tuple[ViewSpec, ...]:
         """The input views of this architecture: the model's half of the gateway contract."""
@@ -55,7 +56,7 @@ class ProxyConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
         # checkpoints written before a field existed lack it: they rebuild the architecture they were saved with
-        d = {"orientation": False, "bound": 0.0, "novelty": False, "fragments": 0, **d}
+        d = {"orientation": False, "bound": 0.0, "novelty": False, "fragments": 0, "dim_heads": 0, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -140,11 +141,20 @@ class AesRMProxy(nn.Module):
         tin = 2 * fd + 2 * dw[-1] + 6
         self.temporal = nn.Sequential(nn.Conv1d(tin, fd, 3, padding=1), nn.ReLU(inplace=True),
                                       nn.Conv1d(fd, fd, 3, padding=1), nn.ReLU(inplace=True))
-        self.embed = nn.Linear(fd + 2 * fd, config.embed_dim)
         c = len(config.criteria)
-        self.criterion_w = nn.Parameter(torch.randn(c, config.embed_dim) * 0.05)
         mask = torch.tensor([[float(d == dim) for d in config.criterion_dimension] for dim in DIMENSIONS])
         self.register_buffer("dim_mask", mask)  # [3, C]
+        k = config.dim_heads
+        if k:
+            # A hidden ReLU layer of its own per dimension (the blocks of one Linear), and every criterion
+            # reads only its dimension's block: each dimension gets a non-linear read of the pooled clip
+            # statistics, while the logit stays linear in e_A - e_B (antisymmetry is exact as before).
+            assert config.embed_dim == len(DIMENSIONS) * k, "dim_heads needs embed_dim = 3 * dim_heads"
+            self.embed = nn.Sequential(nn.Linear(fd + 2 * fd, config.embed_dim), nn.ReLU())
+            self.register_buffer("crit_block", mask.t().repeat_interleave(k, 1), persistent=False)  # [C, 3k]
+        else:
+            self.embed = nn.Linear(fd + 2 * fd, config.embed_dim)
+        self.criterion_w = nn.Parameter(torch.randn(c, config.embed_dim) * 0.05)
         self.dim_raw = nn.Parameter(torch.zeros(c))  # softplus -> non-negative criterion weights
         # Temperatures fitted on validation pairs after training (logit / T); 1 = uncalibrated. Stored in
         # the state_dict (and the manifest, for reading) from 2.0.0 on.
@@ -252,7 +262,8 @@ class AesRMProxy(nn.Module):
         A dimension combines its criteria's raw logits, so a criterion that is sure (noise on a noise pair)
         can outweigh one that is mildly fooled (sharpness reads noise as detail); bounding each criterion
         first (2.0.0rc1) made them equal votes and cost VF 8 points."""
-        crit = (emb_a - emb_b) @ self.criterion_w.t()
+        w = self.criterion_w * self.crit_block if self.config.dim_heads else self.criterion_w
+        crit = (emb_a - emb_b) @ w.t()
         return crit @ self.dimension_weights().t(), crit
 
     def heads(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -116,6 +117,32 @@ def test_metrics(model, sources: list, per_criterion: int) -> dict:
     return evaluate_groups(model, fixed_groups(test, per_criterion, EVAL_SEED))
 
 
+SELECTION_VAL_GROUPS = 8  # per criterion: the val groups training monitors and calibrate() fits on
+
+
+def selection_metrics(models: dict, sources: list, per_criterion: int = SELECTION_VAL_GROUPS) -> dict:
+    """The model-selection rule's numbers (service/model/README.md): validation accuracy of each of
+    {name: model} on the val photos' groups of the shipped recipe AND of recipe 4 (its extra fidelity
+    families), every model on the same rendered groups; a candidate replaces the shipped model only if it
+    wins both. Seed EVAL_SEED + 1: the first 8 groups per criterion are train.py's val groups, more
+    (per_criterion > 8) extend the same sequence."""
+    from service.training.data import EXTRA_FAMILIES
+
+    val = [s for s in sources if s.split == "val"]
+    was, out = EXTRA_FAMILIES["on"], {name: {} for name in models}
+    try:
+        for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
+            EXTRA_FAMILIES["on"] = extra
+            groups = fixed_groups(val, per_criterion, EVAL_SEED + 1)
+            for name, model in models.items():
+                m = evaluate_groups(model, groups)
+                out[name][recipe_name] = {"dimensions": m["dimensions"], "dimension_mean": m["dimension_mean"],
+                                          "pairs": m["pairs"]}
+    finally:
+        EXTRA_FAMILIES["on"] = was
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, manifest_path
     from service.training.sources import load_sources
@@ -133,6 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--photos", help="use every .jpg/.png in this folder for --heldout instead of the split")
     ap.add_argument("--served", action="store_true",
                     help="also score the example photos' defects as served video (H.264, gateway decode)")
+    ap.add_argument("--selection", action="store_true",
+                    help="only the selection rule: validation means on the shipped recipe's and recipe 4's val "
+                         "groups, of --checkpoint and (when it is another file) the shipped model")
+    ap.add_argument("--selection-groups", type=int, default=SELECTION_VAL_GROUPS,
+                    help="val groups per criterion for --selection (8 = the groups training monitors)")
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
@@ -149,6 +181,23 @@ def main(argv: list[str] | None = None) -> None:
     extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}")
+    if args.selection:
+        models = {"candidate": model}
+        if Path(args.checkpoint).resolve() != DEFAULT_CHECKPOINT.resolve():
+            models["shipped"] = load_proxy()[0]
+        sel = selection_metrics(models, load_sources(), args.selection_groups)
+        for name, per_recipe in sel.items():
+            for recipe_name, m in per_recipe.items():
+                print(f"{name} {recipe_name}: {m['dimensions']} mean {m['dimension_mean']} ({m['pairs']} pairs)")
+        if "shipped" in sel:
+            wins = [sel["candidate"][r]["dimension_mean"] > sel["shipped"][r]["dimension_mean"] for r in sel["shipped"]]
+            print(f"candidate wins {sum(wins)} of {len(wins)} validation sets: "
+                  f"{'passes' if all(wins) else 'fails'} the selection rule (shipping also needs the test suite)")
+        if args.json:
+            Path(args.json).write_text(json.dumps({**sel, "groups_per_criterion": args.selection_groups,
+                                                   "version": manifest["version"],
+                                                   "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
+        return
     sources = [s for s in load_sources() if s.split == args.split]
     print(f"{args.split} sources: {', '.join(s.id for s in sources)}")
     t0 = time.time()
@@ -172,7 +221,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nlatency, one pair T=8 128x128, {bench['threads']} threads: median {bench['median_ms']} ms, "
           f"p90 {bench['p90_ms']} ms")
     if args.json:
-        from pathlib import Path
         Path(args.json).write_text(json.dumps({**out, "latency_pair_ms": bench, "version": manifest["version"],
                                                "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
     if args.write_manifest and args.split == "test":

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from service.model.network import DIMENSIONS
-from service.training.data import _camera, _gauss_blur  # noqa: F401 - same camera model as training
+from service.training.data import _camera  # the same camera model as training
 from service.training.data import T, model_input
 
 HELDOUT_SEED = 20260202

@@ -10,16 +10,18 @@ novelty statistics are fitted on fresh renders of the train photos (fit_novelty)
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.model.checkpoint import TRAINED_VERSION, save_checkpoint
+from service.model.checkpoint import TRAINED_VERSION, save_checkpoint, sha256_file
 from service.training.data import (CRITERIA, CRITERION_DIMENSION, EXTRA_FAMILIES, GROUP_PAIRS, GroupDataset,
                                    fixed_groups, recipe, use_recipe_of)
 from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
@@ -31,7 +33,8 @@ from service.training.sources import cache_dir, data_hash, load_sources, sources
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
             "seed": 1235, "val_per_criterion": 8, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
-            "off_dim_margin": 0.5, "fragments": 4, "frame_dim": 96, "embed_dim": 96}
+            "off_dim_margin": 0.5, "fragments": 4, "frame_dim": 96, "embed_dim": 96,
+            "dim_heads": 0}
 
 
 def seed_everything(seed: int) -> None:
@@ -219,6 +222,17 @@ def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
     print(f"temperatures (fitted on val): {temps}\nsaved {path} sha256={saved['checkpoint_sha256'][:12]}")
 
 
+def init_record(path: str | None) -> dict | None:
+    """What a fine-tuning run (--init) started from: file, sha256 and version (from its manifest)."""
+    if not path:
+        return None
+    from service.model.checkpoint import manifest_path
+
+    mp = manifest_path(path)
+    version = json.loads(mp.read_text()).get("version") if mp.is_file() else None
+    return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for k, v in DEFAULTS.items():
@@ -249,7 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
 
-    model = AesRMProxy(ProxyConfig(fragments=args.fragments, frame_dim=args.frame_dim, embed_dim=args.embed_dim))
+    embed_dim = 3 * args.dim_heads if args.dim_heads else args.embed_dim  # dim_heads: one block per dimension
+    model = AesRMProxy(ProxyConfig(fragments=args.fragments, frame_dim=args.frame_dim, embed_dim=embed_dim,
+                                   dim_heads=args.dim_heads))
     if args.init:
         blob = torch.load(args.init, map_location="cpu", weights_only=True)
         missing = model.load_state_dict(blob["state_dict"], strict=False)
@@ -306,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
                      "pairs_seen": total * args.batch_groups * len(GROUP_PAIRS),
                      "duration_s": round(duration, 1), "best_val_dimension_mean": best,
                      "selection": "final epoch", "history": history, "calibration": temps,
-                     "novelty": novelty,
+                     "novelty": novelty, "init": init_record(args.init),
                      "torch": torch.__version__, "threads": args.threads},
         "sources": sources_manifest(sources), "recipe": recipe(),
         "criteria_doc": dict(zip(CRITERIA, CRITERION_DIMENSION)),

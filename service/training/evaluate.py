@@ -117,23 +117,28 @@ def test_metrics(model, sources: list, per_criterion: int) -> dict:
     return evaluate_groups(model, fixed_groups(test, per_criterion, EVAL_SEED))
 
 
-SELECTION_VAL_GROUPS = 8  # per criterion: the val groups training monitors and calibrate() fits on
+VAL_GROUPS_PER_CRITERION = 8  # the val groups training monitors, calibrate() fits on and selection compares
 
 
-def selection_metrics(models: dict, sources: list, per_criterion: int = SELECTION_VAL_GROUPS) -> dict:
+def validation_groups(sources: list, per_criterion: int = VAL_GROUPS_PER_CRITERION) -> list:
+    """The val photos' fixed groups (seed EVAL_SEED + 1, not the test split's): one definition for training's
+    per-epoch validation, calibration, the heads study and the selection rule, so they read the same pairs.
+    More groups per criterion extend the same sequence (the first 8 are training's)."""
+    return fixed_groups([s for s in sources if s.split == "val"], per_criterion, EVAL_SEED + 1)
+
+
+def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROUPS_PER_CRITERION) -> dict:
     """The model-selection rule's numbers (service/model/README.md): validation accuracy of each of
     {name: model} on the val photos' groups of the shipped recipe AND of recipe 4 (its extra fidelity
     families), every model on the same rendered groups; a candidate replaces the shipped model only if it
-    wins both. Seed EVAL_SEED + 1: the first 8 groups per criterion are train.py's val groups, more
-    (per_criterion > 8) extend the same sequence."""
+    wins both. The groups are validation_groups'."""
     from service.training.data import EXTRA_FAMILIES
 
-    val = [s for s in sources if s.split == "val"]
     was, out = EXTRA_FAMILIES["on"], {name: {} for name in models}
     try:
         for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
             EXTRA_FAMILIES["on"] = extra
-            groups = fixed_groups(val, per_criterion, EVAL_SEED + 1)
+            groups = validation_groups(sources, per_criterion)
             for name, model in models.items():
                 m = evaluate_groups(model, groups)
                 out[name][recipe_name] = {"dimensions": m["dimensions"], "dimension_mean": m["dimension_mean"],
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--selection", action="store_true",
                     help="only the selection rule: validation means on the shipped recipe's and recipe 4's val "
                          "groups, of --checkpoint and (when it is another file) the shipped model")
-    ap.add_argument("--selection-groups", type=int, default=SELECTION_VAL_GROUPS,
+    ap.add_argument("--selection-groups", type=int, default=VAL_GROUPS_PER_CRITERION,
                     help="val groups per criterion for --selection (8 = the groups training monitors)")
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")

@@ -25,8 +25,8 @@ import torch
 
 from service.model.network import DIMENSIONS
 from service.training.data import CRITERIA, CRITERION_DIMENSION, GROUP_PAIRS, fixed_groups, use_recipe_of
-from service.training.evaluate import EVAL_SEED, pair_raw_heads
-from service.training.heldout import STRONG, ece, heldout_groups
+from service.training.evaluate import EVAL_SEED, VAL_GROUPS_PER_CRITERION, pair_raw_heads, validation_groups
+from service.training.heldout import FAMILIES, STRONG, ece, heldout_groups, pair_indices
 from service.training.train import calibration_loss, fit_temperature
 
 DIM_OF = np.array([DIMENSIONS.index(d) for d in CRITERION_DIMENSION])
@@ -133,8 +133,6 @@ def calibration_alternatives(val: tuple, test: tuple, bound: float, heldout: tup
 @torch.inference_mode()
 def heldout_raw_heads(model, groups: list) -> tuple[np.ndarray, np.ndarray]:
     """(raw dimension logits [P, 3], edited dimension index [P]) of the pairs evaluate_heldout scores."""
-    from service.training.heldout import FAMILIES, pair_indices
-
     dim, _ = pair_raw_heads(model, groups, lambda group: pair_indices(group[1]))
     d = [DIMENSIONS.index(FAMILIES[fam]) for _, fam, _ in groups for _ in pair_indices(fam)]
     return dim.double().numpy(), np.array(d)
@@ -147,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--per-criterion", type=int, default=40, help="test groups per criterion (aesrm-eval's)")
-    ap.add_argument("--val-per-criterion", type=int, default=8, help="val groups per criterion (calibrate's)")
+    ap.add_argument("--val-per-criterion", type=int, default=VAL_GROUPS_PER_CRITERION,
+                    help="val groups per criterion (calibrate's)")
     ap.add_argument("--heldout-per-family", type=int, default=24,
                     help="also score the fits on held-out families (aesrm-eval --heldout's pairs); 0 = skip")
     ap.add_argument("--threads", type=int, default=2)
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     sources = load_sources()
     split = lambda s: [x for x in sources if x.split == s]  # noqa: E731
     test = raw_heads(model, fixed_groups(split("test"), args.per_criterion, EVAL_SEED))
-    val = raw_heads(model, fixed_groups(split("val"), args.val_per_criterion, EVAL_SEED + 1))
+    val = raw_heads(model, validation_groups(sources, args.val_per_criterion))
     held = (heldout_raw_heads(model, heldout_groups(split("test"), args.heldout_per_family))
             if args.heldout_per_family else None)
     out = {"version": manifest["version"], "checkpoint_sha256": manifest["checkpoint_sha256"],

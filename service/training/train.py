@@ -21,17 +21,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.model.checkpoint import TRAINED_VERSION, save_checkpoint, sha256_file
+from service.model.checkpoint import TRAINED_VERSION, manifest_path, save_checkpoint, sha256_file
 from service.training.data import (CRITERIA, CRITERION_DIMENSION, EXTRA_FAMILIES, GROUP_PAIRS, GroupDataset,
                                    fixed_groups, recipe, use_recipe_of)
-from service.training.evaluate import EVAL_SEED, evaluate_groups, test_metrics
+from service.training.evaluate import (EVAL_SEED, VAL_GROUPS_PER_CRITERION, evaluate_groups, test_metrics,
+                                       validation_groups)
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, with_novelty_buffers
 from service.training.sources import cache_dir, data_hash, load_sources, sources_manifest
 
 # seed 1235 (2.2.1): of the two seeds trained with this recipe (1234 shipped as 2.2.0), the one with the higher
 # final validation mean (0.908 vs 0.870); chosen on validation only (service/model/README.md, "Proxy 2.2.1")
 DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3, "weight_decay": 1e-4,
-            "seed": 1235, "val_per_criterion": 8, "test_per_criterion": 40,
+            "seed": 1235, "val_per_criterion": VAL_GROUPS_PER_CRITERION, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
             "off_dim_margin": 0.5, "fragments": 4, "frame_dim": 96, "embed_dim": 96,
             "dim_heads": 0}
@@ -209,7 +210,7 @@ def recalibrate(path: str, val_per_criterion: int, threads: int) -> None:
     model, manifest = load_proxy(path)
     use_recipe_of(manifest)  # refit on the checkpoint's own recipe
     sources = load_sources()
-    val = fixed_groups([s for s in sources if s.split == "val"], val_per_criterion, EVAL_SEED + 1)
+    val = validation_groups(sources, val_per_criterion)
     temps = calibrate(model, val)
     manifest["training"]["calibration"] = temps
     model = with_novelty_buffers(model)  # a checkpoint written before them gains the buffers (config too)
@@ -226,8 +227,6 @@ def init_record(path: str | None) -> dict | None:
     """What a fine-tuning run (--init) started from: file, sha256 and version (from its manifest)."""
     if not path:
         return None
-    from service.model.checkpoint import manifest_path
-
     mp = manifest_path(path)
     version = json.loads(mp.read_text()).get("version") if mp.is_file() else None
     return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
@@ -260,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     sources = load_sources()
     train_src = [s for s in sources if s.split == "train"]
-    val_groups = fixed_groups([s for s in sources if s.split == "val"], args.val_per_criterion, EVAL_SEED + 1)
+    val_groups = validation_groups(sources, args.val_per_criterion)
     print(f"train sources {len(train_src)}, val groups {len(val_groups)}", flush=True)
 
     embed_dim = 3 * args.dim_heads if args.dim_heads else args.embed_dim  # dim_heads: one block per dimension

@@ -58,6 +58,60 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
     assert not data.GroupDataset([src], 1, seed=0).extra_families
 
 
+def test_recipe_5_shares_a_plausibility_defect_in_half_the_va_vf_groups_only_when_on():
+    """Recipe 5 (2): with it on, about half the groups of a VA / VF criterion carry one VP defect on every side,
+    a VP group never gets one from it; off, the nuisance draws (and so every recipe-3/4 group) are recipe 3's."""
+    vp = {c for c, d in zip(CRITERIA, data.CRITERION_DIMENSION) if d == "VP"}
+
+    def share(c: int, on: bool) -> float:
+        data.EXTRA_FAMILIES["recipe5"] = on
+        try:
+            edits = [data.nuisance_edits(c, np.random.default_rng([5, c, i])) for i in range(400)]
+        finally:
+            data.EXTRA_FAMILIES["recipe5"] = False
+        return float(np.mean([bool(vp & set(e)) for e in edits]))
+
+    exposure, noise, flicker = (CRITERIA.index(k) for k in ("exposure", "noise", "temporal_flicker"))
+    for c in (exposure, noise):
+        off, on = share(c, False), share(c, True)
+        assert off < 0.2 and 0.5 < on < 0.7, (CRITERIA[c], off, on)  # recipe 3: p_nuisance 0.3 x 4/11
+    assert share(flicker, True) == share(flicker, False) < 0.35  # VP groups: recipe 3's nuisances only
+    off = [data.nuisance_edits(exposure, np.random.default_rng([5, i])) for i in range(50)]
+    assert all(set(e) <= set(CRITERIA) - {"exposure"} for e in off)
+
+
+def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manifest():
+    """aesrm-train --recipe-5 (recipe 5 (1)): off, the recipe and the exposure edit are the shipped ones; on,
+    the same edit at full strength is darker (±3.5 stops, the examples' "too dark" 0.8 is about -3.2),
+    the recipe says so (data hash), GroupDataset carries it to its workers, and evaluation tools pick it up
+    from a checkpoint's manifest."""
+    torch.set_num_threads(1)
+    src = _source("rocket")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+    seed = 2
+    assert data.variant("exposure", seed) == "stops"
+
+    def dark_mean() -> float:
+        return float(data.finish(x, {"exposure": (1.0, seed, -1.0)})[:data.T].mean())
+
+    assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["recipe5"]
+    narrow = dark_mean()
+    try:
+        assert data.use_recipe_of({"recipe": data.recipe()}) is False and not data.EXTRA_FAMILIES["recipe5"]
+        data.EXTRA_FAMILIES["recipe5"] = True
+        assert data.recipe()["recipe_v5"] == data.RECIPE_V5 and "recipe_v4" not in data.recipe()
+        assert data.GroupDataset([src], 1, seed=0).recipe5
+        wide = dark_mean()
+        assert wide < 0.75 * narrow, (wide, narrow)
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe5"] = False
+        assert data.use_recipe_of(manifest) is False and data.EXTRA_FAMILIES["recipe5"]
+        assert dark_mean() == wide
+    finally:
+        data.EXTRA_FAMILIES.update(on=False, recipe5=False)
+    assert dark_mean() == narrow and not data.GroupDataset([src], 1, seed=0).recipe5
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -112,9 +166,12 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     val = _source("chelsea")
     val.split = "val"
     train = SimpleNamespace(id="train-only", split="train", levels=None)  # would fail to render if used
-    assert not data.EXTRA_FAMILIES["on"]
-    sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
-    assert not data.EXTRA_FAMILIES["on"]
+    data.EXTRA_FAMILIES["recipe5"] = True  # a recipe-5 run's setting: selection reads recipes 3 and 4
+    try:
+        sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
+        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True}
+    finally:
+        data.EXTRA_FAMILIES["recipe5"] = False
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)

@@ -62,18 +62,36 @@ VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS
 # their criteria (variant = seed % count, so other groups of those criteria change too).
 RECIPE_V4 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic"], "compression_artifacts": ["x264", "mpeg2"],
              "aniso_sigma": 4.5, "aniso_ratio": [0.1, 0.4], "mpeg2_q": [2, 31]}
-EXTRA_FAMILIES = {"on": False}
+# Opt-in recipe 5 (`aesrm-train --recipe-5`, with --extra-families in 2.3.0; service/model/README.md, "Recipe 5
+# and proxy 2.3.0"). (1) The exposure edit spans ±3.5 stops instead of ±2.5: the examples' "too dark" at 0.8
+# (x 0.36 in sRGB, about -3.2 stops) lay outside recipe 3's range (alone, (1) did not fix what it was
+# meant to: the served dark clips still moved VP). (2) Half the groups of a
+# VA or VF criterion carry a plausibility defect (flicker, stutter, jitter, warp) equally on every side: with
+# a shared jitter or flicker, darkening one clip made 2.2.1 call it the MORE plausible one (VP 0.19-0.32 on
+# the val photos' renders against 0.47 without it): it read the defect's size in absolute intensity, and
+# recipe 3 showed it such groups in about 1 % of its data. Relative judgments need them.
+RECIPE_V5 = {"exposure_stops": 3.5, "p_temporal_nuisance": 0.5, "temporal_nuisance_max": 0.6}
+EXTRA_FAMILIES = {"on": False, "recipe5": False}
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 when the extra families are on (hashed into data_hash)."""
-    return {**RECIPE, "recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else RECIPE
+    """What shapes the data now: RECIPE, plus RECIPE_V4 / RECIPE_V5 when they are on (hashed into data_hash)."""
+    if not (EXTRA_FAMILIES["on"] or EXTRA_FAMILIES["recipe5"]):
+        return RECIPE
+    return {**RECIPE, **({"recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else {}),
+            **({"recipe_v5": RECIPE_V5} if EXTRA_FAMILIES["recipe5"] else {})}
 
 
 def use_recipe_of(manifest: dict) -> bool:
-    """Render groups with the recipe a checkpoint was trained on (evaluation, recalibration); True = recipe 4."""
+    """Render groups with the recipe a checkpoint was trained on (evaluation, recalibration); True = recipe 4
+    (recipe 5's wider exposure is set too, when the manifest has it)."""
     EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})
+    EXTRA_FAMILIES["recipe5"] = "recipe_v5" in manifest.get("recipe", {})
     return EXTRA_FAMILIES["on"]
+
+
+def _exposure_stops() -> float:
+    return RECIPE_V5["exposure_stops"] if EXTRA_FAMILIES["recipe5"] else RECIPE["exposure_stops"]
 
 
 def model_input(clip: np.ndarray) -> np.ndarray:
@@ -203,7 +221,7 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
         if variant("exposure", seed) == "offset":  # lifted / crushed: a brightness offset, clipped
             x = (x + d * s * RECIPE["offset"]).clamp(0, 1)
         else:
-            x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * RECIPE["exposure_stops"])).clamp(0, 1) ** (1 / 2.2)
+            x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * _exposure_stops())).clamp(0, 1) ** (1 / 2.2)
     if "contrast" in edits:
         s, seed, d = edits["contrast"]
         if variant("contrast", seed) == "tone_curve":  # S-curve (harsh) or inverse S (muddy midtones)
@@ -345,6 +363,22 @@ def _strengths(rng: np.random.Generator) -> tuple[float, float, float]:
     return s0, s1, float(rng.uniform(s1 + gap, 1.0))
 
 
+def nuisance_edits(c: int, rng: np.random.Generator) -> dict:
+    """Edits of OTHER criteria applied equally to every clip of a group of criterion c: sometimes one of any
+    criterion (recipe 3), and with recipe 5 on, for half the VA / VF groups, one plausibility defect."""
+    base = {}
+    if rng.uniform() < RECIPE["p_nuisance"]:
+        o = int(rng.integers(len(CRITERIA) - 1))
+        o = o + (o >= c)
+        base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE["nuisance_max"])), int(rng.integers(2**31)),
+                             float(rng.choice([-1.0, 1.0])))
+    if EXTRA_FAMILIES["recipe5"] and CRITERION_DIMENSION[c] != "VP" and rng.uniform() < RECIPE_V5["p_temporal_nuisance"]:
+        o = [k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP"][int(rng.integers(4))]
+        base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE_V5["temporal_nuisance_max"])),
+                             int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0])))
+    return base
+
+
 def sample_group(sources: list, rng: np.random.Generator, criterion: int | None = None,
                  strengths: tuple[float, ...] | None = None):
     """One clip rendered at increasing strengths of one criterion's edit.
@@ -361,12 +395,7 @@ def sample_group(sources: list, rng: np.random.Generator, criterion: int | None 
         cam = _camera(src.levels[0].shape, rng, fast=fast)
         st = strengths if strengths is not None else _strengths(rng)
         seed, d = int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0]))
-        base = {}
-        if rng.uniform() < RECIPE["p_nuisance"]:
-            o = int(rng.integers(len(CRITERIA) - 1))
-            o = o + (o >= c)
-            base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE["nuisance_max"])), int(rng.integers(2**31)),
-                                 float(rng.choice([-1.0, 1.0])))
+        base = nuisance_edits(c, rng)
         if not V1_ONLY["on"] and rng.uniform() < v3["p_delivery"]:
             base["delivery"] = (float(rng.uniform(*v3["delivery_crf"])), 0, 0.0)
         if CRITERIA[c] in GEOMETRIC:
@@ -389,13 +418,14 @@ class GroupDataset(torch.utils.data.Dataset):
     def __init__(self, sources: list, length: int, seed: int, epoch: int = 0):
         self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
         self.extra_families = EXTRA_FAMILIES["on"]  # carried to workers however they are started
+        self.recipe5 = EXTRA_FAMILIES["recipe5"]
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
         torch.set_num_threads(1)
-        EXTRA_FAMILIES["on"] = self.extra_families
+        EXTRA_FAMILIES["on"], EXTRA_FAMILIES["recipe5"] = self.extra_families, self.recipe5
         clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(clips), c
 

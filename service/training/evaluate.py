@@ -134,17 +134,17 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
     wins both. The groups are validation_groups'."""
     from service.training.data import EXTRA_FAMILIES
 
-    was, out = EXTRA_FAMILIES["on"], {name: {} for name in models}
+    was, out = dict(EXTRA_FAMILIES), {name: {} for name in models}
     try:
         for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
-            EXTRA_FAMILIES["on"] = extra
+            EXTRA_FAMILIES.update(on=extra, recipe5=False)
             groups = validation_groups(sources, per_criterion)
             for name, model in models.items():
                 m = evaluate_groups(model, groups)
                 out[name][recipe_name] = {"dimensions": m["dimensions"], "dimension_mean": m["dimension_mean"],
                                           "pairs": m["pairs"]}
     finally:
-        EXTRA_FAMILIES["on"] = was
+        EXTRA_FAMILIES.update(was)
     return out
 
 
@@ -159,12 +159,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe-v1", action="store_true",
                     help="in-distribution pairs from the recipe-1 edit families only (the 1.x test set)")
+    ap.add_argument("--recipe-3", action="store_true",
+                    help="render the split with the shipped recipe 3 whatever recipe the checkpoint was trained on "
+                         "(compare models of different recipes on the same in-distribution pairs)")
     ap.add_argument("--heldout", action="store_true",
                     help="also score held-out edit FAMILIES (never in the training recipe) on the split's photos")
     ap.add_argument("--per-family", type=int, default=24, help="held-out groups (3 clips) per family")
     ap.add_argument("--photos", help="use every .jpg/.png in this folder for --heldout instead of the split")
     ap.add_argument("--served", action="store_true",
                     help="also score the example photos' defects as served video (H.264, gateway decode)")
+    ap.add_argument("--shared-defects", action="store_true",
+                    help="also score one VA/VF edit with a plausibility defect shared by both sides (val photos; "
+                         "plausibility should stay at 0.5)")
+    ap.add_argument("--shared-per-case", type=int, default=2, help="pairs per (edit, shared defect) case")
     ap.add_argument("--selection", action="store_true",
                     help="only the selection rule: validation means on the shipped recipe's and recipe 4's val "
                          "groups, of --checkpoint and (when it is another file) the shipped model")
@@ -173,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
+    if args.recipe_3 and args.write_manifest:
+        ap.error("--write-manifest stores the metrics of the checkpoint's own recipe: drop --recipe-3")
     from service.engine.threads import keep_freed_memory_mapped
 
     keep_freed_memory_mapped()  # as in the gateway: the latency figure is the served configuration's
@@ -181,11 +190,15 @@ def main(argv: list[str] | None = None) -> None:
         from service.training.data import V1_ONLY
         V1_ONLY["on"] = True
     model, manifest = load_proxy(args.checkpoint)
-    from service.training.data import use_recipe_of
+    from service.training.data import EXTRA_FAMILIES, use_recipe_of
 
     extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe
+    if args.recipe_3:
+        EXTRA_FAMILIES.update(on=False, recipe5=False)
+        extra = False
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
-          f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}")
+          f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}"
+          f"{' (recipe 5)' if EXTRA_FAMILIES['recipe5'] else ''}")
     if args.selection:
         models = {"candidate": model}
         if Path(args.checkpoint).resolve() != DEFAULT_CHECKPOINT.resolve():
@@ -222,6 +235,11 @@ def main(argv: list[str] | None = None) -> None:
         from service.training.served import print_served, served_examples
         out["served"] = served_examples(model)
         print_served(out["served"])
+    if args.shared_defects:
+        from service.training.shared_defects import print_shared_defects, shared_defect_pairs
+        out["shared_defects"] = shared_defect_pairs(
+            model, [s for s in load_sources() if s.split == "val"], args.shared_per_case)
+        print_shared_defects(out["shared_defects"])
     bench = bench_pair(model, threads=args.threads)
     print(f"\nlatency, one pair T=8 128x128, {bench['threads']} threads: median {bench['median_ms']} ms, "
           f"p90 {bench['p90_ms']} ms")

@@ -245,10 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra-families", action="store_true",
                     help="recipe 4: anisotropic blur and MPEG-2 fidelity families (measured, not shipped: "
                          "service/model/README.md)")
+    ap.add_argument("--recipe-5", dest="recipe5", action="store_true",
+                    help="recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF "
+                         "groups share a plausibility defect on every side (measured: service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
-    EXTRA_FAMILIES["on"] = args.extra_families  # before any group is rendered (val, training, novelty, test)
+    EXTRA_FAMILIES["on"], EXTRA_FAMILIES["recipe5"] = args.extra_families, args.recipe5  # before any group is rendered (val, training, novelty, test)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()

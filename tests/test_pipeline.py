@@ -109,9 +109,10 @@ async def test_decode_cost_metric_counts_decoded_frames_per_sampled_frame_of_eac
     assert 1.0 <= per_sample < 48 / 8  # at least the sampled frame itself, and fewer than a full decode
 
 
-def _encode_page_faults(setting: bool, env: dict | None = None) -> float:
-    """Minor page faults per encode of 8 random videos (both views) by the shipped model, in a new process
-    (the allocator setting is process-wide and cannot be undone)."""
+def _encode_page_faults(setting: bool, env: dict | None = None) -> tuple[float, int]:
+    """(minor page faults per encode, malloc arenas in use) for 4 encodes of 8 random videos (both views) by
+    the shipped model on a thread of its own, in a new process (the allocator setting is process-wide and
+    cannot be undone). The arenas are counted from glibc's malloc_info (one <heap nr=...> per arena)."""
     import os
     import subprocess
     import sys
@@ -131,17 +132,25 @@ def _encode_page_faults(setting: bool, env: dict | None = None) -> float:
         "        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "        for _ in range(4): m.encode_views(v)\n"
         "    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 4\n"
-        "import threading; t = threading.Thread(target=run); t.start(); t.join(); print(faults)\n")
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                env={**os.environ, **(env or {})}).stdout)
+        "import threading; t = threading.Thread(target=run); t.start(); t.join()\n"
+        "import ctypes, tempfile; libc = ctypes.CDLL('libc.so.6'); libc.fopen.restype = ctypes.c_void_p\n"
+        "path = tempfile.mktemp(); f = libc.fopen(path.encode(), b'w')\n"
+        "libc.malloc_info(0, ctypes.c_void_p(f)); libc.fclose(ctypes.c_void_p(f))\n"
+        "print(faults, open(path).read().count('<heap nr='))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **(env or {})}).stdout.split()
+    return float(out[0]), int(out[1])
 
 
 def test_freed_tensor_memory_is_reused_instead_of_faulted_in_again():
     # a forward allocates and frees multi-MB activations layer after layer; with glibc's defaults torch's
     # pattern gets fresh mappings whose pages fault in again on every encode (~25,000 faults, 100 MB, on a
     # worker thread here); with keep_freed_memory_mapped() the freed memory is reused
-    default, kept = _encode_page_faults(False), _encode_page_faults(True)
+    (default, default_arenas), (kept, kept_arenas) = _encode_page_faults(False), _encode_page_faults(True)
     assert default > 5000 and kept < default / 4, (default, kept)  # 0-3,072 with, 25,600 without (here)
-    # glibc's own variable wins: with thread arenas allowed again, the inference thread faults again
-    arenas = _encode_page_faults(True, {"MALLOC_ARENA_MAX": "8"})
-    assert arenas > kept + 3000, (arenas, kept)  # 7,938 vs 0-3,072 here
+    assert kept_arenas == 1  # the inference thread allocates from the main arena
+    # glibc's own variable wins: with thread arenas allowed again, the inference thread gets an arena of its
+    # own and faults again. (Its faults, 7,938 per encode on one day of this box and 4,102 on another,
+    # came within 1,000 of the setting's occasional 0-3,072, so the arena count is what is asserted.)
+    arenas, n_arenas = _encode_page_faults(True, {"MALLOC_ARENA_MAX": "8"})
+    assert n_arenas > 1 and default_arenas > 1, (n_arenas, default_arenas, arenas, kept)

@@ -372,7 +372,8 @@ def nuisance_edits(c: int, rng: np.random.Generator) -> dict:
         o = o + (o >= c)
         base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE["nuisance_max"])), int(rng.integers(2**31)),
                              float(rng.choice([-1.0, 1.0])))
-    if EXTRA_FAMILIES["recipe5"] and CRITERION_DIMENSION[c] != "VP" and rng.uniform() < RECIPE_V5["p_temporal_nuisance"]:
+    if EXTRA_FAMILIES["recipe5"] and CRITERION_DIMENSION[c] != "VP" \
+            and rng.uniform() < RECIPE_V5["p_temporal_nuisance"]:
         o = [k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP"][int(rng.integers(4))]
         base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE_V5["temporal_nuisance_max"])),
                              int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0])))

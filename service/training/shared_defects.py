@@ -24,8 +24,9 @@ STRONG = 0.8  # a dimension "moves strongly" outside [1 - STRONG, STRONG], as is
 def shared_defect_pairs(model, sources: list, per_case: int = 2, seed: int = SHARED_SEED,
                         cases: list[tuple[str, str]] | None = None, dark_per_case: int = 4) -> dict:
     """Every (edited VA/VF criterion, shared VP defect) case `per_case` times on `sources` (cycled): P(clean
-    side better) per dimension, and apart ("darkened") the case 2.2.1 got wrong: the exposure edit darkening at
-    full strength with each shared defect, dark_per_case pairs each (`cases`: (edited, shared) criterion names, default every combination). Edited at full strength in a random direction, the shared defect at
+    side better) per dimension; and apart ("darkened") the case 2.2.1 got wrong, the exposure edit darkening
+    at full strength with each shared defect, dark_per_case pairs each. `cases`: (edited, shared) criterion
+    names, default every combination. Edited at full strength in a random direction, the shared defect at
     SHARED_STRENGTH with one pattern on both sides. Rendered with the shipped recipe whatever the model was
     trained on, so every model is scored on the same pairs."""
     was = dict(EXTRA_FAMILIES)
@@ -37,14 +38,16 @@ def shared_defect_pairs(model, sources: list, per_case: int = 2, seed: int = SHA
     finally:
         EXTRA_FAMILIES.update(was)
     dev = lambda rs: round(float(np.mean([abs(r["p"]["VP"] - 0.5) for r in rs])), 3)  # noqa: E731
-    by = lambda key: {k: dev([r for r in rows if r[key] == k]) for k in dict.fromkeys(r[key] for r in rows)}  # noqa: E731
+    by = lambda key: {k: dev([r for r in rows if r[key] == k])  # noqa: E731
+                      for k in dict.fromkeys(r[key] for r in rows)}
     return {"rows": rows, "pairs": len(rows), "accuracy": round(float(np.mean([r["ok"] for r in rows])), 3),
             "vp_strong": round(float(np.mean([r["vp_strong"] for r in rows])), 3),
             "vp_deviation": dev(rows), "vp_deviation_by_edit": by("edited"), "vp_deviation_by_shared": by("shared"),
             "darkened": {"pairs": len(dark), "vp_mean": round(float(np.mean([r["p"]["VP"] for r in dark])), 3),
                          "vp_strong": round(float(np.mean([r["vp_strong"] for r in dark])), 3),
-                         "vp_mean_by_shared": {v: round(float(np.mean([r["p"]["VP"] for r in dark if r["shared"] == v])), 3)
-                                               for v in vp_only}}}
+                         "vp_mean_by_shared": {
+                             v: round(float(np.mean([r["p"]["VP"] for r in dark if r["shared"] == v])), 3)
+                             for v in vp_only}}}
 
 
 def pair_clips(src, edited: str, shared: str, seed, fast: bool = False, shared_strength: float = SHARED_STRENGTH,
@@ -83,7 +86,8 @@ def _rows(model, sources: list, per_case: int, seed: int, cases: list[tuple[str,
 
 def print_shared_defects(m: dict) -> None:
     print(f"\nshared plausibility defect, one VA/VF edit ({m['pairs']} pairs): edited dimension right "
-          f"{m['accuracy']:.3f}, VP |P - 0.5| {m['vp_deviation']:.3f} (0 = still), VP strong moves {m['vp_strong']:.3f}")
+          f"{m['accuracy']:.3f}, VP |P - 0.5| {m['vp_deviation']:.3f} (0 = still), "
+          f"VP strong moves {m['vp_strong']:.3f}")
     print("  VP |P - 0.5| by edit: " + ", ".join(f"{k} {v:.2f}" for k, v in m["vp_deviation_by_edit"].items()))
     print("  ... by shared defect: " + ", ".join(f"{k} {v:.2f}" for k, v in m["vp_deviation_by_shared"].items()))
     d = m["darkened"]

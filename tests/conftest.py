@@ -9,7 +9,10 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
 
+import av
 import httpx
 import numpy as np
 import pytest
@@ -18,6 +21,16 @@ import redis
 from service.api.app import create_app
 from service.config import Settings
 from service.examples import degrade, encode, pan_frames, photo
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def asset_source(name: str) -> SimpleNamespace:
+    """A real photo of tests/assets as a training source (id, levels: both pyramid levels the photo itself,
+    which is already small), decoded with PyAV as the training code's sources are."""
+    with av.open(str(ASSETS / f"{name}.jpg")) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    return SimpleNamespace(id=name, levels=[img, img])
 
 
 def free_port() -> int:

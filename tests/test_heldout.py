@@ -3,10 +3,8 @@ training recipe, and its metrics (off-target strong moves, calibration error) co
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -16,14 +14,7 @@ from service.model.network import DIMENSIONS
 from service.training import heldout
 from service.training import data
 from service.training.data import CRITERIA, RECIPE
-
-ASSETS = Path(__file__).parent / "assets"
-
-
-def _source(name: str) -> SimpleNamespace:
-    with av.open(str(ASSETS / f"{name}.jpg")) as c:
-        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    return SimpleNamespace(id=name, levels=[img, img])
+from tests.conftest import asset_source
 
 
 def test_heldout_families_are_not_in_the_training_recipe():
@@ -40,7 +31,7 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
     every seed are the shipped ones; on, some seeds of sharpness / compression become the anisotropic blur /
     MPEG-2, each a real edit that grows with strength, and GroupDataset carries the setting to its workers."""
     torch.set_num_threads(1)
-    src = _source("rocket")
+    src = asset_source("rocket")
     x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
     cases = (("sharpness", 2, "gaussian", "anisotropic"), ("compression_artifacts", 1, "default", "mpeg2"))
     assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["on"]
@@ -86,7 +77,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
     the recipe says so (data hash), GroupDataset carries it to its workers, and evaluation tools pick it up
     from a checkpoint's manifest."""
     torch.set_num_threads(1)
-    src = _source("rocket")
+    src = asset_source("rocket")
     x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
     seed = 2
     assert data.variant("exposure", seed) == "stops"
@@ -115,7 +106,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
-    src = [_source("rocket")]
+    src = [asset_source("rocket")]
     a = heldout.heldout_groups(src, 1, families=(family,))[0]
     b = heldout.heldout_groups(src, 1, families=(family,))[0]
     clips, fam, st = a
@@ -146,7 +137,7 @@ def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy()
 def test_evaluate_heldout_scores_the_shipped_checkpoint_per_family_and_dimension():
     torch.set_num_threads(1)
     model, _ = load_proxy()
-    groups = heldout.heldout_groups([_source("chelsea")], 2, families=("vignette", "jump_cut"))
+    groups = heldout.heldout_groups([asset_source("chelsea")], 2, families=("vignette", "jump_cut"))
     m = heldout.evaluate_heldout(model, groups)
     assert m["families"]["vignette"]["pairs"] == 2 * 3 and m["families"]["jump_cut"]["pairs"] == 2 * 2
     assert m["dimensions"]["VA"]["pairs"] == 6 and m["dimensions"]["VP"]["pairs"] == 4
@@ -163,7 +154,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
 
     torch.set_num_threads(2)
     model, _ = load_proxy()
-    val = _source("chelsea")
+    val = asset_source("chelsea")
     val.split = "val"
     train = SimpleNamespace(id="train-only", split="train", levels=None)  # would fail to render if used
     data.EXTRA_FAMILIES["recipe5"] = True  # a recipe-5 run's setting: selection reads recipes 3 and 4

@@ -8,9 +8,7 @@ scikit-image 0.26.0's bundled skimage/data images.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -18,20 +16,13 @@ import torch
 from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, untrained_proxy
 from service.training.data import CRITERIA, CRITERION_DIMENSION, camera_frames, finish, sample_group
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig, _orientation
-
-ASSETS = Path(__file__).parent / "assets"
+from tests.conftest import asset_source
 
 
 @pytest.fixture(scope="module")
 def proxy():
     torch.set_num_threads(2)
     return load_proxy()
-
-
-def _photo(name: str) -> list:
-    with av.open(str(ASSETS / f"{name}.jpg")) as c:
-        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    return [img, img]  # both pyramid levels: the photo is already small
 
 
 def _camera(img: np.ndarray) -> dict:
@@ -154,7 +145,7 @@ def test_prefers_unedited_held_out_clip(proxy, photo, criterion, strength):
     (2.0.0 failed shot noise on the dark rocket photo: its noisy clip read as "sharper" and out-voted the
     noise criterion; 2.1.0's wrong_way term fixed it.)"""
     model, _ = proxy
-    levels = _photo(photo)
+    levels = asset_source(photo).levels
     cam = _camera(levels[0])
     x = camera_frames(levels, cam, {})
     clean = finish(x, {})
@@ -169,7 +160,7 @@ def test_prefers_unedited_held_out_clip(proxy, photo, criterion, strength):
 def test_data_stream_is_seeded():
     """A training group depends only on its seed: same seed, same pixels; graded pairs really differ."""
     class Src:
-        levels = _photo("rocket")
+        levels = asset_source("rocket").levels
 
     a, c1, st1 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
     b, c2, st2 = sample_group([Src], np.random.default_rng([1234, 0, 5]))
@@ -181,7 +172,7 @@ def test_data_stream_is_seeded():
 def test_orientation_features_track_camera_roll():
     """The 1.1.0 edge-orientation statistics on a real held-out photo: axis alignment (cos 4θ) falls and
     rotation magnitude (|sin 4θ|) rises monotonically as the camera rolls further."""
-    levels = _photo("rocket")
+    levels = asset_source("rocket").levels
     cam = _camera(levels[0])
     feats = []
     for s in (0.0, 0.3, 0.6, 1.0):
@@ -195,7 +186,7 @@ def test_orientation_features_track_camera_roll():
 
 def test_tilted_held_out_clip_loses(proxy):
     model, _ = proxy
-    levels = _photo("rocket")
+    levels = asset_source("rocket").levels
     cam = _camera(levels[0])
     level = finish(camera_frames(levels, cam, {}), {})
     tilted = finish(camera_frames(levels, cam, {"composition_tilt": (1.0, 7, 1.0)}), {})
@@ -211,7 +202,7 @@ def test_calibration_is_saved_with_the_checkpoint_and_applied_after_loading(tmp_
     from service.training.train import calibrate
 
     class Src:
-        levels = _photo("chelsea")
+        levels = asset_source("chelsea").levels
 
     torch.set_num_threads(1)
     groups = [sample_group([Src], np.random.default_rng([3, c]), criterion=c) for c in range(len(CRITERIA))]
@@ -232,7 +223,7 @@ def _noise_group(photo: str, seed: int):
     """One training group (clean, moderate, strong noise) of a test photo, better side first, and an
     untrained proxy in train mode: the inputs of the pair_loss tests."""
     class Src:
-        levels = _photo(photo)
+        levels = asset_source(photo).levels
 
     clips, c, _ = sample_group([Src], np.random.default_rng([9, seed]), criterion=CRITERIA.index("noise"))
     model, _ = untrained_proxy(seed=4)

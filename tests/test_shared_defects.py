@@ -4,10 +4,6 @@ a model was trained with (every model is scored on the same pairs), and the summ
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import SimpleNamespace
-
-import av
 import numpy as np
 import pytest
 import torch
@@ -15,21 +11,14 @@ import torch
 from service.model.checkpoint import load_proxy
 from service.training import data
 from service.training.shared_defects import STRONG, pair_clips, shared_defect_pairs
-
-ASSETS = Path(__file__).parent / "assets"
-
-
-def _source(name: str) -> SimpleNamespace:
-    with av.open(str(ASSETS / f"{name}.jpg")) as c:
-        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    return SimpleNamespace(id=name, levels=[img, img])
+from tests.conftest import asset_source
 
 
 def test_the_shared_defect_is_on_both_sides_and_the_edit_on_one():
     """The flicker pattern is the same on both sides; the edit is a real difference; a forced direction
     darkens (the "darkened" cases)."""
     torch.set_num_threads(1)
-    src = _source("rocket")
+    src = asset_source("rocket")
     a, b = pair_clips(src, "color_cast", "temporal_flicker", [1, 2, 3]).astype(np.float32)
     plain = pair_clips(src, "color_cast", "temporal_flicker", [1, 2, 3], shared_strength=0.0)[0].astype(np.float32)
     t = data.T
@@ -46,7 +35,7 @@ def test_the_shared_defect_is_on_both_sides_and_the_edit_on_one():
 def test_pairs_ignore_the_training_recipe_and_the_summary_matches_the_rows():
     torch.set_num_threads(2)
     model, _ = load_proxy()
-    srcs = [_source("rocket"), _source("chelsea")]
+    srcs = [asset_source("rocket"), asset_source("chelsea")]
     cases = [("exposure", "temporal_flicker"), ("noise", "motion_jitter")]
     plain = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
     data.EXTRA_FAMILIES.update(on=True, recipe5=True)  # a recipe-5 model's setting: the pairs stay the same

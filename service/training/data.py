@@ -14,6 +14,7 @@ judgments rather than absolute looks.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 
@@ -72,6 +73,19 @@ RECIPE_V4 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic"], "compress
 # recipe 3 showed it such groups in about 1 % of its data. Relative judgments need them.
 RECIPE_V5 = {"exposure_stops": 3.5, "p_temporal_nuisance": 0.5, "temporal_nuisance_max": 0.6}
 EXTRA_FAMILIES = {"on": False, "recipe5": False}
+VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
+
+
+@contextlib.contextmanager
+def recipe_flags(**flags: bool):
+    """Render with these EXTRA_FAMILIES settings inside the block and restore the caller's after it (tools
+    that score every model on the same recipe's pairs, whatever recipe a model was trained on)."""
+    was = dict(EXTRA_FAMILIES)
+    EXTRA_FAMILIES.update(flags)
+    try:
+        yield
+    finally:
+        EXTRA_FAMILIES.update(was)
 
 
 def recipe() -> dict:
@@ -374,7 +388,7 @@ def nuisance_edits(c: int, rng: np.random.Generator) -> dict:
                              float(rng.choice([-1.0, 1.0])))
     if EXTRA_FAMILIES["recipe5"] and CRITERION_DIMENSION[c] != "VP" \
             and rng.uniform() < RECIPE_V5["p_temporal_nuisance"]:
-        o = [k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP"][int(rng.integers(4))]
+        o = VP_CRITERIA[int(rng.integers(len(VP_CRITERIA)))]
         base[CRITERIA[o]] = (float(rng.uniform(0.05, RECIPE_V5["temporal_nuisance_max"])),
                              int(rng.integers(2**31)), float(rng.choice([-1.0, 1.0])))
     return base

@@ -132,19 +132,16 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
     {name: model} on the val photos' groups of the shipped recipe AND of recipe 4 (its extra fidelity
     families), every model on the same rendered groups; a candidate replaces the shipped model only if it
     wins both. The groups are validation_groups'."""
-    from service.training.data import EXTRA_FAMILIES
+    from service.training.data import recipe_flags
 
-    was, out = dict(EXTRA_FAMILIES), {name: {} for name in models}
-    try:
-        for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
-            EXTRA_FAMILIES.update(on=extra, recipe5=False)
+    out = {name: {} for name in models}
+    for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
+        with recipe_flags(on=extra, recipe5=False):
             groups = validation_groups(sources, per_criterion)
-            for name, model in models.items():
-                m = evaluate_groups(model, groups)
-                out[name][recipe_name] = {"dimensions": m["dimensions"], "dimension_mean": m["dimension_mean"],
-                                          "pairs": m["pairs"]}
-    finally:
-        EXTRA_FAMILIES.update(was)
+        for name, model in models.items():
+            m = evaluate_groups(model, groups)
+            out[name][recipe_name] = {"dimensions": m["dimensions"], "dimension_mean": m["dimension_mean"],
+                                      "pairs": m["pairs"]}
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from service.model.network import DIMENSIONS
-from service.training.data import CRITERIA, CRITERION_DIMENSION, EXTRA_FAMILIES, _camera, render
+from service.training.data import CRITERIA, CRITERION_DIMENSION, VP_CRITERIA, _camera, recipe_flags, render
 
 SHARED_SEED = 20261207
 SHARED_STRENGTH = 0.3  # the shared plausibility defect: visible, well inside the training range
@@ -29,14 +29,10 @@ def shared_defect_pairs(model, sources: list, per_case: int = 2, seed: int = SHA
     names, default every combination. Edited at full strength in a random direction, the shared defect at
     SHARED_STRENGTH with one pattern on both sides. Rendered with the shipped recipe whatever the model was
     trained on, so every model is scored on the same pairs."""
-    was = dict(EXTRA_FAMILIES)
-    EXTRA_FAMILIES.update(on=False, recipe5=False)
-    try:
+    vp_only = [CRITERIA[v] for v in VP_CRITERIA]
+    with recipe_flags(on=False, recipe5=False):
         rows = _rows(model, sources, per_case, seed, cases)
-        vp_only = [v for v, d in zip(CRITERIA, CRITERION_DIMENSION) if d == "VP"]
         dark = _rows(model, sources, dark_per_case, seed + 1, [("exposure", v) for v in vp_only], direction=-1.0)
-    finally:
-        EXTRA_FAMILIES.update(was)
     dev = lambda rs: round(float(np.mean([abs(r["p"]["VP"] - 0.5) for r in rs])), 3)  # noqa: E731
     by = lambda key: {k: dev([r for r in rows if r[key] == k])  # noqa: E731
                       for k in dict.fromkeys(r[key] for r in rows)}
@@ -67,7 +63,7 @@ def _rows(model, sources: list, per_case: int, seed: int, cases: list[tuple[str,
           direction: float | None = None) -> list[dict]:
     if cases is None:
         cases = [(CRITERIA[c], CRITERIA[v]) for c, dc in enumerate(CRITERION_DIMENSION) if dc != "VP"
-                 for v, dv in enumerate(CRITERION_DIMENSION) if dv == "VP"]
+                 for v in VP_CRITERIA]
     vp = DIMENSIONS.index("VP")
     rows = []
     for n, (c, v) in enumerate((CRITERIA.index(c), CRITERIA.index(v)) for c, v in cases):

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     backend: Literal["embedded", "triton"] = "embedded"
     checkpoint: str | None = Field(None, description="Embedded backend weights; None = shipped default.")
     allow_untrained: bool = Field(False, description="Serve a random-init proxy if no checkpoint (tests only).")
-    torch_threads: int = Field(2, ge=1, description="Intra-op threads for embedded inference.")
+    torch_threads: int = Field(2, ge=1, description="Intra-op threads for embedded inference (PyTorch or ONNX "
+                                                    "Runtime).")
+    embedded_runtime: Literal["auto", "onnxruntime", "torch"] = Field(
+        "auto", description="What runs the embedded encoder: ONNX Runtime (exported from the checkpoint at "
+                            "start-up, parity-checked; auto falls back to PyTorch if it is missing) or PyTorch.")
     max_batch_videos: int = Field(64, ge=1, description="Micro-batch: most distinct videos per forward.")
     max_batch_wait_ms: float = Field(2.0, ge=0, description="Micro-batch: how long to wait for company.")
     queue_size: int = Field(64, ge=1, description="Scoring calls waiting for the backend (micro-batch queue, or "

@@ -87,6 +87,8 @@ class ModelInfo(BaseModel):
     checkpoint: str
     trained: bool
     backend: str
+    runtime: str = Field("", description="What executes the embedded model: 'onnxruntime' or 'torch' "
+                                         "(AESRM_EMBEDDED_RUNTIME); empty for a remote backend.")
     frames: int
     height: int
     width: int

@@ -68,6 +68,10 @@ class MicroBatcher:
                 job.future.set_exception(errors.BackendUnavailable("backend shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def call(self, fn: Callable, *args):
+        """fn(*args) on the inference thread (set-up that must run where the forwards will)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def submit(self, videos: Videos, pairs: np.ndarray) -> PairLogits:
         if not self.running:
             raise errors.BackendUnavailable("inference loop is not running")

@@ -1,4 +1,5 @@
-"""Embedded backend: the trained proxy model in-process (PyTorch, CPU), behind the micro-batcher.
+"""Embedded backend: the trained proxy model in-process (CPU), behind the micro-batcher; its encoder runs on
+ONNX Runtime or PyTorch (service.backends.encoder_runtime), the heads in PyTorch.
 
 Each distinct video of a batch is encoded once; the antisymmetric heads then score every requested pair
 from the embeddings, so a GRPO group of G videos costs G encoder passes, not G*(G-1).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from service.backends.batching import MicroBatcher
 from service.config import Settings
 from service.contract import DIMENSIONS, ModelContract, PairLogits
 from service.metrics import Metrics
+
+if TYPE_CHECKING:
+    from service.backends.encoder_runtime import VideoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,7 @@ class EmbeddedBackend:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._settings, self._metrics = settings, metrics
         self._model = None
+        self._encoder: VideoEncoder | None = None
         self._contract: ModelContract | None = None
         self._batcher = MicroBatcher(self._forward, max_videos=settings.max_batch_videos,
                                      max_wait_ms=settings.max_batch_wait_ms, queue_size=settings.queue_size,
@@ -35,6 +41,11 @@ class EmbeddedBackend:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
+        from service.backends.encoder_runtime import build_encoder
+
+        # built on the inference thread, whose (lowered) priority ONNX Runtime's pool threads inherit
+        self._encoder = await self._batcher.call(build_encoder, self._model, self._settings.embedded_runtime,
+                                                 self._settings.torch_threads)
         self._batcher.start()
 
     def _load(self) -> None:
@@ -59,8 +70,8 @@ class EmbeddedBackend:
     def _forward(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         import torch
 
+        emb = self._encoder(videos)
         with torch.inference_mode():
-            emb = self._model.encode_views({k: torch.from_numpy(v) for k, v in videos.items()})
             idx = torch.from_numpy(pairs.astype(np.int64))
             dim, crit = self._model.heads(emb[idx[:, 0]], emb[idx[:, 1]])
             nov = self._model.novelty(emb)[idx].float().numpy() if self._model.has_novelty else None
@@ -69,13 +80,18 @@ class EmbeddedBackend:
     async def close(self) -> None:
         await self._batcher.close()
 
+    @property
+    def runtime(self) -> str:
+        """"onnxruntime" or "torch": what runs the encoder (service.backends.encoder_runtime)."""
+        return self._encoder.name if self._encoder else ""
+
     def contract(self) -> ModelContract:
         if self._contract is None:
             raise errors.BackendUnavailable("model not loaded yet")
         return self._contract
 
     async def ready(self) -> bool:
-        return self._model is not None and self._batcher.running
+        return self._encoder is not None and self._batcher.running
 
     async def score(self, videos: Mapping[str, np.ndarray], pairs: np.ndarray) -> PairLogits:
         return await self._batcher.submit(videos, pairs)

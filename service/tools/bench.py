@@ -13,6 +13,9 @@ average (os.getloadavg) is printed with every figure: on a loaded box, compare r
    pair, one order, no cache) at concurrency 4 and 1; our aggregate_ms p99 from the responses.
 3. cache hit, POST /v1/pair with base64 JSON: p50 of ours vs the floor server (same uvicorn: parse body,
    hash, one Redis GET, return stored JSON), small (2 x 320x180, 2 s) and large (2 x 480p, 5 s) bodies.
+4. encoder: the embedded model's encoder on ONNX Runtime (the gateway's default) vs eager PyTorch (what a
+   trainer's own server runs), same checkpoint and thread count, in this process: CPU and wall time for the
+   8 videos of a group and for the 2 of a pair.
 """
 
 from __future__ import annotations
@@ -91,6 +94,43 @@ def bench_decode(rounds: int) -> None:
               f"walk skips {stats.extra['walk_skip']}) "
               f"vs {120 / T:.1f} full decode; CPU per video {o * 1e3:.1f} ms vs {f * 1e3:.1f} ms -> "
               f"{f / o:.1f}x less decode work ({load()})")
+
+
+def bench_encoder(rounds: int) -> None:
+    from service.engine.threads import configure_cpu_threads
+
+    configure_cpu_threads()  # the gateway's OpenMP / allocator settings, before torch is imported
+    import torch
+
+    from service.backends.encoder_runtime import OnnxEncoder, TorchEncoder
+    from service.config import Settings
+    from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy
+
+    threads = Settings().torch_threads
+    torch.set_num_threads(threads)
+    model, manifest = load_proxy(DEFAULT_CHECKPOINT)
+    encoders = {"onnxruntime": OnnxEncoder(model, threads), "torch": TorchEncoder(model)}
+    rng = np.random.default_rng(0)
+    print(f"\n[4] embedded encoder, checkpoint {manifest['version']}, {threads} threads, views "
+          f"{[v.name for v in model.config.views()]} ({load()})")
+    for n in (8, 2):
+        views = {v.name: rng.integers(0, 256, (n, v.frames, v.height, v.width, 3), dtype=np.uint8)
+                 for v in model.config.views()}
+        cpu: dict[str, list[float]] = {k: [] for k in encoders}
+        wall: dict[str, list[float]] = {k: [] for k in encoders}
+        for name, enc in encoders.items():
+            enc(views)  # warm-up
+        for _ in range(rounds):
+            for name, enc in encoders.items():  # alternated
+                w, c = time.perf_counter(), time.process_time()
+                for _ in range(5):
+                    enc(views)
+                cpu[name].append((time.process_time() - c) / 5)
+                wall[name].append((time.perf_counter() - w) / 5)
+        oc, tc = (statistics.median(cpu[k]) * 1e3 for k in encoders)
+        ow, tw = (statistics.median(wall[k]) * 1e3 for k in encoders)
+        print(f"  {n} videos: ONNX Runtime CPU {oc:.1f} ms, wall {ow:.1f} ms vs PyTorch CPU {tc:.1f} ms, wall "
+              f"{tw:.1f} ms -> {tc / oc:.2f}x less CPU, {tw / ow:.2f}x faster ({load()})")
 
 
 # ---- servers --------------------------------------------------------------------------------------------
@@ -283,9 +323,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per figure (medians)")
     parser.add_argument("--requests", type=int, default=4, help="group requests per round and concurrency")
     parser.add_argument("--repeat", type=int, default=30, help="cache-hit requests per round")
-    parser.add_argument("--only", choices=["decode", "group", "cache"], nargs="*")
+    parser.add_argument("--only", choices=["decode", "group", "cache", "encoder"], nargs="*")
     args = parser.parse_args()
-    only = set(args.only or ["decode", "group", "cache"])
+    only = set(args.only or ["decode", "group", "cache", "encoder"])
     print(f"aesrm-bench: {os.cpu_count()} cores, {load()}")
     if "decode" in only:
         bench_decode(args.rounds * 2)
@@ -297,6 +337,8 @@ def main() -> None:
                 asyncio.run(bench_group(servers, args.rounds, args.requests))
             if "cache" in only:
                 asyncio.run(bench_cache(servers, args.rounds, args.repeat))
+    if "encoder" in only:
+        bench_encoder(args.rounds * 3)
     print(f"\ndone ({load()})")
 
 

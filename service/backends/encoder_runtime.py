@@ -1,9 +1,9 @@
 """What runs the embedded proxy's video encoder: ONNX Runtime (the default) or eager PyTorch.
 
 Why: the encoder is nearly all of an embedded forward, and ONNX Runtime runs this graph (small convolutions,
-many elementwise statistics) with about a quarter less CPU and a third less time than eager PyTorch on the
-same 2 threads (8 videos, both views, 2.3.0 on the 2-core box: 101 vs 133 ms CPU, 55 vs 81 ms; `aesrm-bench
---only encoder` measures it). Only the encoder moves: the heads and the novelty read stay in PyTorch on its
+many elementwise statistics) in a quarter less CPU than eager PyTorch on the same 2 threads for the 8 videos
+of a group and a third less for a pair, 1.1-1.4x faster (2.3.0, both views, 2-core box, 2026-12-07:
+`aesrm-bench --only encoder`). Only the encoder moves: the heads and the novelty read stay in PyTorch on its
 embeddings, so a pair and its swap still flip bit-exactly and the outputs equal PyTorch's to float rounding.
 
 The graph is exported from the loaded checkpoint at start-up (about 0.5 s, in memory, so it cannot drift

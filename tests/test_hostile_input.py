@@ -317,3 +317,33 @@ async def test_fuzz_http_upload_route(seeds, clips):
     print(f"\nmutated/http: {dict(sorted(TALLY['mutated/http'].items()))}; RSS growth {rss_mb() - rss0:.0f} MB, "
           f"peak RSS {peak:.0f} MB (was {peak0:.0f})")
     assert rss_mb() - rss0 < 200
+
+
+def test_fuzz_base64_field_is_as_strict_as_the_standard_library():
+    """from_base64 (pybase64, SIMD) accepts exactly the text binascii's strict mode accepts, and decodes it to the
+    same bytes: valid base64 of random bytes, and that text with characters, padding or whitespace changed."""
+    import binascii
+
+    from service.ingest.sources import from_base64
+
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n!é\x00"
+    texts = st.one_of(
+        st.binary(min_size=1, max_size=300).map(lambda b: base64.b64encode(b).decode()),
+        st.tuples(st.binary(min_size=1, max_size=300), st.integers(0, 400), st.sampled_from(alphabet)).map(
+            lambda t: (lambda s: s[:t[1] % len(s)] + t[2] + s[t[1] % len(s) + 1:])(base64.b64encode(t[0]).decode())),
+        st.text(alphabet, min_size=1, max_size=64))
+
+    @FUZZ
+    @given(texts)
+    def check(text):
+        try:
+            want = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):
+            want = None
+        if not want:  # invalid, or empty once decoded (refused as an empty video)
+            with pytest.raises((errors.InvalidRequest, errors.VideoEmpty)):
+                from_base64(text, 1 << 20)
+        else:
+            assert from_base64(text, 1 << 20).data == want
+
+    check()

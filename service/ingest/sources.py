@@ -17,6 +17,7 @@ from pathlib import Path
 
 import blake3
 import numpy as np
+import pybase64
 
 from service import errors
 from service.ingest.frames import uniform_indices
@@ -60,8 +61,11 @@ def from_base64(text: str, max_bytes: int, item=None) -> LoadedInput:
     if len(text) > base64_max_chars(max_bytes):  # refused before decoding anything
         raise errors.VideoTooLarge(f"base64 text of {len(text)} chars > {base64_max_chars(max_bytes)} "
                                    f"(max_video_bytes={max_bytes})", item=item)
-    try:  # strict: only the base64 alphabet and correct padding (b64decode(validate=True) runs a slow regex)
-        data = binascii.a2b_base64(text, strict_mode=True)
+    # strict: only the base64 alphabet and correct padding, as binascii.a2b_base64(strict_mode=True), whose
+    # byte loop takes 2.4 ms for two 480p videos (on every request, cache hits too); pybase64's SIMD decoder
+    # 0.07 ms
+    try:
+        data = pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise errors.InvalidRequest("base64 field is not valid base64", item=item) from exc
     return from_bytes(data, max_bytes, item=item)

@@ -19,8 +19,8 @@ from tests.conftest import asset_source
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for names in data.RECIPE_V4.values() if isinstance(names, list) for v in names
-                if isinstance(v, str)}  # the opt-in recipe 4 too
+    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6) for names in recipe.values()
+                if isinstance(names, list) for v in names if isinstance(v, str)}  # the opt-in recipes 4 and 6 too
     assert not set(heldout.FAMILIES) & trained
     assert set(heldout.FAMILIES.values()) == set(DIMENSIONS)
     assert all(sum(d == k for d in heldout.FAMILIES.values()) >= 5 for k in DIMENSIONS)
@@ -103,6 +103,34 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
     assert dark_mean() == narrow and not data.GroupDataset([src], 1, seed=0).recipe5
 
 
+def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manifest():
+    """aesrm-train --recipe-6: off, the recipe and every compression variant are the shipped ones; on, a third
+    of the pattern seeds become an HEVC (libx265) round trip that grows with strength and is not the H.264 edit
+    at the same strength; the recipe says so, GroupDataset carries it to its workers, and evaluation tools
+    pick it up from a checkpoint's manifest."""
+    torch.set_num_threads(1)
+    src = asset_source("rocket")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+    crit, seed = "compression_artifacts", 2
+    assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
+    h264 = data.finish(x, {crit: (0.8, seed, 1.0)}).astype(np.int16)
+    try:
+        data.EXTRA_FAMILIES["recipe6"] = True
+        assert data.recipe()["recipe_v6"] == data.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).recipe6
+        assert [data.variant(crit, k) for k in range(3)] == ["x264", "mpeg2", "hevc"]
+        clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
+        gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
+        assert 0.3 < gaps[0] < gaps[1], gaps
+        assert float(np.abs(data.finish(x, {crit: (0.8, seed, 1.0)}).astype(np.int16) - h264).mean()) > 0.3
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe6"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe6"]
+    finally:
+        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False)
+    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).recipe6
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -160,7 +188,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     data.EXTRA_FAMILIES["recipe5"] = True  # a recipe-5 run's setting: selection reads recipes 3 and 4
     try:
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
-        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True}
+        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False}
     finally:
         data.EXTRA_FAMILIES["recipe5"] = False
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}

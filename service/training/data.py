@@ -14,7 +14,6 @@ judgments rather than absolute looks.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 
@@ -23,85 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.contract import FRAGMENTS, LETTERBOX, ViewSpec
 from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
+from service.training import recipes
+from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6, VIEWS,
+                                      VP_CRITERIA, T)
 
-T, H, W = 8, 128, 128
-CLIP_SIZES = ((320, 180), (256, 144), (288, 216), (256, 192), (240, 240), (192, 256), (180, 320), (320, 240))
+# what the training code has always imported from here (recipes.py holds them now)
+recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
 MAX_ROLL = math.radians(15.0)  # rotation margin reserved in every camera path (tilt + shake fit inside)
-RECIPE = {  # everything that shapes the data; hashed into the manifest's data_hash
-    "version": 2, "criteria": list(CRITERIA), "T": T, "H": H, "W": W, "clip_sizes": CLIP_SIZES,
-    "exposure_stops": 2.5, "contrast_low": 0.7, "contrast_high": 1.2, "cast": 0.6, "sat_low": 0.95,
-    "sat_high": 1.8, "tilt_deg": 12.0, "blur_sigma": 3.0, "noise_sigma": 0.10, "crf": [26, 51],
-    "flicker": 0.3, "stutter_max": 6, "jitter": 0.05, "warp": 0.05, "p_pristine": 0.5, "min_gap": 0.2,
-    "p_nuisance": 0.3, "nuisance_max": 0.5, "min_diff": 0.3,
-    # 2.0.0: more defect families per criterion (variant = pattern seed % count). The held-out families
-    # of service.training.heldout (gamma, vignette, hue, crop, keystone, motion blur, downscale, other
-    # codecs, posterisation, ghosting, dropped frames, shuffle, jump cut, interlace, rolling shutter) must
-    # never appear here.
-    "recipe": 3, "variants": {"exposure": ["stops", "offset"], "contrast": ["linear", "tone_curve"],
-                              "color_cast": ["gain", "tint"], "sharpness": ["gaussian", "defocus_disc"],
-                              "noise": ["gaussian", "shot", "impulse"],
-                              "temporal_flicker": ["gain", "periodic", "regional"],
-                              "motion_jitter": ["shake", "zoom_pulse"], "structural_warping": ["smooth", "ripple"]},
-    "offset": 0.3, "tint": 0.15, "disc_radius": 5.0, "shot_sigma": 0.16, "impulse": 0.04, "zoom_pulse": 0.06,
-    # recipe 3 (2.0.0): what served video looks like. Half the groups pan/zoom fast (8 frames sampled from
-    # seconds of video move far); half go through a delivery H.264 round trip (CRF 18-28, every clip of the
-    # group alike: served video is always encoded, and noise looks different once encoded); noise up to
-    # sigma 0.14 (the demo's clip has 0.125).
-    "recipe_v3": {"p_fast": 0.5, "p_delivery": 0.5, "delivery_crf": [18, 28], "noise_sigma": 0.14},
-    # 2.2.0: the fragments view (4 x 4 native-resolution 32-px patches per frame) is part of every clip
-    "views": "frames:letterbox,fragments:fragments:4",
-}
-VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS, T, H, W, grid=4))
-# Opt-in recipe 4 (`aesrm-train --extra-families`; measured, NOT in the shipped model: service/model/README.md,
-# "Recipe 4"): two more fidelity families. An anisotropic Gaussian blur (elongated, any angle; not the
-# held-out uniform line kernel) and MPEG-2 at a fixed quantiser (8x8 DCT blocks without H.264's deblocking;
-# it shares them with the held-out MPEG-4 part 2 and MJPEG, which any held-out table must say). Off, RECIPE
-# and every shipped recipe's data are unchanged; on, the variants below replace RECIPE["variants"]' for
-# their criteria (variant = seed % count, so other groups of those criteria change too).
-RECIPE_V4 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic"], "compression_artifacts": ["x264", "mpeg2"],
-             "aniso_sigma": 4.5, "aniso_ratio": [0.1, 0.4], "mpeg2_q": [2, 31]}
-# Opt-in recipe 5 (`aesrm-train --recipe-5`, with --extra-families in 2.3.0; service/model/README.md, "Recipe 5
-# and proxy 2.3.0"). (1) The exposure edit spans ±3.5 stops instead of ±2.5: the examples' "too dark" at 0.8
-# (x 0.36 in sRGB, about -3.2 stops) lay outside recipe 3's range (alone, (1) did not fix what it was
-# meant to: the served dark clips still moved VP). (2) Half the groups of a
-# VA or VF criterion carry a plausibility defect (flicker, stutter, jitter, warp) equally on every side: with
-# a shared jitter or flicker, darkening one clip made 2.2.1 call it the MORE plausible one (VP 0.19-0.32 on
-# the val photos' renders against 0.47 without it): it read the defect's size in absolute intensity, and
-# recipe 3 showed it such groups in about 1 % of its data. Relative judgments need them.
-RECIPE_V5 = {"exposure_stops": 3.5, "p_temporal_nuisance": 0.5, "temporal_nuisance_max": 0.6}
-EXTRA_FAMILIES = {"on": False, "recipe5": False}
-VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
-
-
-@contextlib.contextmanager
-def recipe_flags(**flags: bool):
-    """Render with these EXTRA_FAMILIES settings inside the block and restore the caller's after it (tools
-    that score every model on the same recipe's pairs, whatever recipe a model was trained on)."""
-    was = dict(EXTRA_FAMILIES)
-    EXTRA_FAMILIES.update(flags)
-    try:
-        yield
-    finally:
-        EXTRA_FAMILIES.update(was)
-
-
-def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 / RECIPE_V5 when they are on (hashed into data_hash)."""
-    if not (EXTRA_FAMILIES["on"] or EXTRA_FAMILIES["recipe5"]):
-        return RECIPE
-    return {**RECIPE, **({"recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else {}),
-            **({"recipe_v5": RECIPE_V5} if EXTRA_FAMILIES["recipe5"] else {})}
-
-
-def use_recipe_of(manifest: dict) -> bool:
-    """Render groups with the recipe a checkpoint was trained on (evaluation, recalibration); True = recipe 4
-    (recipe 5's wider exposure is set too, when the manifest has it)."""
-    EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})
-    EXTRA_FAMILIES["recipe5"] = "recipe_v5" in manifest.get("recipe", {})
-    return EXTRA_FAMILIES["on"]
 
 
 def _exposure_stops() -> float:
@@ -122,7 +51,8 @@ def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
     if V1_ONLY["on"]:
         return "default"
-    names = (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"])
+    names = ((EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion)) or (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion))
+             or RECIPE["variants"].get(criterion, ["default"]))
     return names[int(seed) % len(names)]
 
 
@@ -278,16 +208,21 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     return x
 
 
-def _compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0) -> np.ndarray:
+def _compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0, hevc: bool = False) -> np.ndarray:
     """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing. With
-    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused."""
+    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused; with `hevc`
+    (recipe 6), libx265 at the CRF."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska" if mpeg2_q else "mp4") as c:
-        st = c.add_stream("mpeg2video" if mpeg2_q else "libx264", rate=24 if mpeg2_q else 8)  # MPEG-2: a legal rate
+    with av.open(buf, "w", format="matroska" if mpeg2_q or hevc else "mp4") as c:
+        codec = "mpeg2video" if mpeg2_q else "libx265" if hevc else "libx264"
+        st = c.add_stream(codec, rate=24 if mpeg2_q else 8)  # MPEG-2: a legal rate
         st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if mpeg2_q:
             st.codec_context.qmin = st.codec_context.qmax = int(mpeg2_q)
             st.options = {"threads": "1"}
+        elif hevc:
+            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast",
+                          "x265-params": "log-level=none:pools=none:frame-threads=1"}
         else:
             st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
         for f in frames:
@@ -351,10 +286,11 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         clip = clip[idx]
     if edits.get("compression_artifacts", (0,))[0] > 0:
         s, seed, _ = edits["compression_artifacts"]
-        lo, hi = RECIPE["crf"]
+        kind = variant("compression_artifacts", seed)
+        lo, hi = RECIPE_V6["hevc_crf"] if kind == "hevc" else RECIPE["crf"]
         qlo, qhi = RECIPE_V4["mpeg2_q"]
-        q = int(round(qlo + s * (qhi - qlo))) if variant("compression_artifacts", seed) == "mpeg2" else 0
-        clip = _compress(np.ascontiguousarray(clip), lo + s * (hi - lo), mpeg2_q=q)
+        q = int(round(qlo + s * (qhi - qlo))) if kind == "mpeg2" else 0
+        clip = _compress(np.ascontiguousarray(clip), lo + s * (hi - lo), mpeg2_q=q, hevc=kind == "hevc")
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
         clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return model_input(clip)
@@ -433,14 +369,14 @@ class GroupDataset(torch.utils.data.Dataset):
     def __init__(self, sources: list, length: int, seed: int, epoch: int = 0):
         self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
         self.extra_families = EXTRA_FAMILIES["on"]  # carried to workers however they are started
-        self.recipe5 = EXTRA_FAMILIES["recipe5"]
+        self.recipe5, self.recipe6 = EXTRA_FAMILIES["recipe5"], EXTRA_FAMILIES["recipe6"]
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
         torch.set_num_threads(1)
-        EXTRA_FAMILIES["on"], EXTRA_FAMILIES["recipe5"] = self.extra_families, self.recipe5
+        EXTRA_FAMILIES.update(on=self.extra_families, recipe5=self.recipe5, recipe6=self.recipe6)
         clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(clips), c
 

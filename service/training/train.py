@@ -248,10 +248,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe-5", dest="recipe5", action="store_true",
                     help="recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF "
                          "groups share a plausibility defect on every side (measured: service/model/README.md)")
+    ap.add_argument("--recipe-6", dest="recipe6", action="store_true",
+                    help="recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
-    EXTRA_FAMILIES["on"], EXTRA_FAMILIES["recipe5"] = args.extra_families, args.recipe5  # before any group is rendered (val, training, novelty, test)
+    # before any group is rendered (val, training, novelty, test)
+    EXTRA_FAMILIES.update(on=args.extra_families, recipe5=args.recipe5, recipe6=args.recipe6)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()

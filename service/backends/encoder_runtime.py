@@ -2,7 +2,7 @@
 
 Why: the encoder is nearly all of an embedded forward, and ONNX Runtime runs this graph (small convolutions,
 many elementwise statistics) in a quarter less CPU than eager PyTorch on the same 2 threads for the 8 videos
-of a group and a third less for a pair, 1.1-1.4x faster (2.3.0, both views, 2-core box, 2026-12-07:
+of a group and a third less for a pair, 1.1-1.4x faster (2.3.0 and 2.4.0, both views, 2-core box, 2026-12-07:
 `aesrm-bench --only encoder`). Only the encoder moves: the heads and the novelty read stay in PyTorch on its
 embeddings, so a pair and its swap still flip bit-exactly and the outputs equal PyTorch's to float rounding.
 

@@ -38,9 +38,8 @@ def _load_inline(item: Input, settings: Settings, label: str | int) -> LoadedInp
     return from_base64(item.base64, settings.max_video_bytes, item=label)
 
 
-async def fetch_input(item: Input, settings: Settings, label: str | int) -> LoadedInput:
-    if _inline(item):
-        return _load_inline(item, settings, label)
+async def _fetch_slow(item: VideoRef, settings: Settings, label: str | int) -> LoadedInput:
+    """A URL, an allowed path or large base64: awaited (network) or read on a thread."""
     if item.url is not None:
         if not settings.url_ingest:
             raise errors.UnsupportedSource("url inputs are disabled (set AESRM_URL_INGEST)", item=label)
@@ -67,7 +66,7 @@ async def fetch_all(items: list[Input], labels: list, settings: Settings,
     got: list = [_settled(_load_inline, x, settings, lab) if _inline(x) else None for x, lab in zip(items, labels)]
     slow = [k for k, x in enumerate(items) if not _inline(x)]
     if slow:
-        done = await asyncio.gather(*(fetch_input(items[k], settings, labels[k]) for k in slow), return_exceptions=True)
+        done = await asyncio.gather(*(_fetch_slow(items[k], settings, labels[k]) for k in slow), return_exceptions=True)
         for k, g in zip(slow, done):
             got[k] = g
     metrics.stage("ingest", time.perf_counter() - t)

@@ -108,7 +108,8 @@ class Engine:
     def model_info(self) -> ModelInfo:
         c = self.backend.contract()
         return ModelInfo(id=c.model_id, version=c.model_version, checkpoint=c.checkpoint, trained=c.trained,
-                         backend=self.backend.name, runtime=getattr(self.backend, "runtime", ""), frames=c.frames, height=c.height, width=c.width,
+                         backend=self.backend.name, runtime=getattr(self.backend, "runtime", ""),  # embedded only
+                         frames=c.frames, height=c.height, width=c.width,
                          views=[v.describe() for v in c.views])
 
     # ---- fetch -----------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ async def fetch_all(items: list[Input], labels: list, settings: Settings,
     got: list = [_settled(_load_inline, x, settings, lab) if _inline(x) else None for x, lab in zip(items, labels)]
     slow = [k for k, x in enumerate(items) if not _inline(x)]
     if slow:
-        done = await asyncio.gather(*(_fetch_slow(items[k], settings, labels[k]) for k in slow), return_exceptions=True)
+        done = await asyncio.gather(*(_fetch_slow(items[k], settings, labels[k]) for k in slow),
+                                    return_exceptions=True)
         for k, g in zip(slow, done):
             got[k] = g
     metrics.stage("ingest", time.perf_counter() - t)

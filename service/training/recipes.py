@@ -36,7 +36,7 @@ RECIPE = {  # everything that shapes the data; hashed into the manifest's data_h
     "views": "frames:letterbox,fragments:fragments:4",
 }
 VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS, T, H, W, grid=4))
-# Opt-in recipe 4 (`aesrm-train --extra-families`; measured, NOT in the shipped model: service/model/README.md,
+# Opt-in recipe 4 (`aesrm-train --extra-families`; in the fine-tunes of 2.3.0 and 2.4.0: service/model/README.md,
 # "Recipe 4"): two more fidelity families. An anisotropic Gaussian blur (elongated, any angle; not the
 # held-out uniform line kernel) and MPEG-2 at a fixed quantiser (8x8 DCT blocks without H.264's deblocking;
 # it shares them with the held-out MPEG-4 part 2 and MJPEG, which any held-out table must say). Off, RECIPE

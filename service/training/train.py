@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                          "reviewed step: the shipped model and the Triton configs must change together")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
     ap.add_argument("--extra-families", action="store_true",
-                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (measured, not shipped: "
+                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 and 2.4.0: "
                          "service/model/README.md)")
     ap.add_argument("--recipe-5", dest="recipe5", action="store_true",
                     help="recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF "

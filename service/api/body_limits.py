@@ -5,7 +5,9 @@ our error code, and it turns any earlier answer (401, 429) into a plain 413 when
 large. Here a declared Content-Length above `max_request_bytes` is refused before a byte is read; a body
 without one (chunked) is counted as it arrives and refused at the first chunk past the limit, so the
 process never holds more than one limit's worth of a refused body. The deadline (`body_timeout_s`) bounds
-how long an admitted request may take to send its body, so slow uploads cannot hold scoring slots.
+how long an admitted request may take to send its body, so slow uploads cannot hold scoring slots. A refused
+body's answer says `Connection: close`: uvicorn then closes the connection once the answer is sent, instead
+of keeping it alive and reading (and discarding) the rest of a 300 MB body for as long as the client sends.
 Errors raised from `receive` are HTTPExceptions because FastAPI re-raises those from body parsing (any
 other exception becomes a 400); error_handlers maps them to `request_too_large` / `request_timeout`.
 """
@@ -44,25 +46,27 @@ class BodyGuardMiddleware:
                    if declared.strip().isdigit() else errors.InvalidRequest("malformed Content-Length"))
             if self.metrics is not None:
                 self.metrics.errors.labels(exc.code).inc()
-            return await error_response(exc)(scope, receive, send)  # nothing of the body is read
+            return await error_response(exc)(scope, receive, _closing(send))  # nothing of the body is read
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        received, done = 0, False
+        received, done, refused = 0, False, False
 
         async def guarded_receive() -> Message:
-            nonlocal received, done
+            nonlocal received, done, refused
             if done:  # body complete: later receives only wait for a disconnect (SSE), no deadline
                 return await receive()
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
+                refused = True
                 raise BodyRefused(errors.RequestTimeout,
                                   f"request body not received within body_timeout_s={self.timeout_s}") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    refused = True
                     raise BodyRefused(errors.RequestTooLarge,
                                       f"request body exceeds max_request_bytes={self.max_bytes}")
                 done = not message.get("more_body", False)
@@ -70,4 +74,20 @@ class BodyGuardMiddleware:
                 done = True
             return message
 
-        await self.app(scope, guarded_receive, send)
+        closing = _closing(send)
+
+        async def guarded_send(message: Message) -> None:
+            await (closing if refused else send)(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
+
+
+def _closing(send: Send) -> Send:
+    """`send` with `Connection: close` added to the response head: the body is not read to its end."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+        await send(message)
+
+    return wrapped

@@ -74,10 +74,8 @@ class BodyGuardMiddleware:
                 done = True
             return message
 
-        closing = _closing(send)
-
         async def guarded_send(message: Message) -> None:
-            await (closing if refused else send)(message)
+            await (_closing(send) if refused else send)(message)
 
         await self.app(scope, guarded_receive, guarded_send)
 

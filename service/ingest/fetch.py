@@ -63,8 +63,9 @@ async def fetch_all(items: list[Input], labels: list, settings: Settings,
     t = time.perf_counter()
     # inline inputs are read in place (the cache-hit path of a base64 pair awaits nothing here: two gather
     # tasks cost more loop turns than the reading); paths and URLs run concurrently
-    got: list = [_settled(_load_inline, x, settings, lab) if _inline(x) else None for x, lab in zip(items, labels)]
-    slow = [k for k, x in enumerate(items) if not _inline(x)]
+    inline = [_inline(x) for x in items]
+    got: list = [_settled(_load_inline, x, settings, lab) if ok else None for x, lab, ok in zip(items, labels, inline)]
+    slow = [k for k, ok in enumerate(inline) if not ok]
     if slow:
         done = await asyncio.gather(*(_fetch_slow(items[k], settings, labels[k]) for k in slow),
                                     return_exceptions=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from service import errors
 from service.examples import encode, pan_frames, photo
@@ -335,6 +335,7 @@ def test_fuzz_base64_field_is_as_strict_as_the_standard_library():
 
     @FUZZ
     @given(texts)
+    @example("00000000=")  # found by this test: binascii's strict mode takes padding after a complete group
     def check(text):
         try:
             want = binascii.a2b_base64(text, strict_mode=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 
-import numpy as np
 import pytest
 
 from service.engine.aggregate import sigmoid

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 import redis as redis_sync
 
 from service.cache import LRUCache, RedisCache, pair_key

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import httpx

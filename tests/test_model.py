@@ -401,3 +401,39 @@ def test_per_dimension_heads_read_only_their_own_block():
     assert (dim[:, 0].abs() > 0).all() and torch.equal(dim[:, 1:], torch.zeros(4, 2))
     va = torch.tensor([d == "VA" for d in CRITERION_DIMENSION])
     assert torch.equal(crit[:, ~va], torch.zeros(4, int((~va).sum())))
+
+
+def test_layout_pooling_starts_from_the_checkpoint_it_fine_tunes_and_keeps_the_contract(tmp_path):
+    """--layout (issue 10: position-aware pooling for aesthetics): a checkpoint without it loads into the
+    layout architecture with only the new layers missing and computes exactly the same function (the
+    projection starts at zero), the config travels in the manifest, A/B antisymmetry stays bit-exact, and
+    the ONNX export (Triton / TensorRT) matches PyTorch once the new layers carry weight."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from dataclasses import replace
+
+    from service.model.checkpoint import save_checkpoint
+    from service.training.export_onnx import OUTPUT_NAMES, export, input_names
+
+    torch.manual_seed(8)
+    base = AesRMProxy(ProxyConfig()).eval()
+    model = AesRMProxy(replace(base.config, layout=4)).eval()
+    missing = model.load_state_dict(base.state_dict(), strict=False)
+    assert sorted(missing.missing_keys) == ["layout_conv.weight", "layout_proj.weight"] and not missing.unexpected_keys
+    x = model.example_inputs(2, torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        assert torch.equal(model(*x)[0], base(*x)[0])
+        model.layout_proj.weight.normal_(0, 0.05)
+        moved = model(*x)
+        assert not torch.allclose(moved[0], base(*x)[0])  # the grid now reaches the logits
+        swapped = model(x[1], x[0], x[3], x[2])
+        assert torch.equal(swapped[0], -moved[0]) and torch.equal(swapped[1], -moved[1])
+    path = tmp_path / "layout.pt"
+    save_checkpoint(model, path, {})
+    loaded, manifest = load_proxy(path)
+    assert manifest["config"]["layout"] == 4 and loaded.config.layout == 4
+    with torch.inference_mode():
+        assert torch.equal(loaded(*x)[0], moved[0])
+    sess = ort.InferenceSession(str(export(model, tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    dim, crit = sess.run(OUTPUT_NAMES, {n: t.numpy() for n, t in zip(input_names(model), x)})
+    assert np.abs(dim - moved[0].numpy()).max() < 1e-3 and np.abs(crit - moved[1].numpy()).max() < 1e-3

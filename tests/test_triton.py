@@ -165,7 +165,7 @@ async def test_pair_and_group_routes_through_triton_equal_embedded(triton, clips
             # both backends record their queue and inference stages the same way
             assert metric_value(text, "aesrm_stage_duration_seconds_count", stage="inference") >= 2, name
             assert metric_value(text, "aesrm_stage_duration_seconds_count", stage="queue") >= 2, name
-    (t_ready, t_pair, t_group), (e_ready, e_pair, e_group) = out["triton"], out["embedded"]
+    (_, t_pair, t_group), (_, e_pair, e_group) = out["triton"], out["embedded"]
     assert t_pair["model"]["backend"] == "triton" and e_pair["model"]["backend"] == "embedded"
     for k in ("id", "version", "checkpoint", "trained", "frames", "height", "width"):
         assert t_pair["model"][k] == e_pair["model"][k]

@@ -42,6 +42,8 @@ class ProxyConfig:
     fragments: int = 4  # > 0: a second input view, grid x grid native-resolution patches (FAST-VQA); 2.2.0
     frag_widths: tuple[int, ...] = (16, 24, 32, 48)  # fragment CNN stages (stride 2 each)
     dim_heads: int = 0  # > 0: one ReLU layer of this width per dimension; embed_dim = 3 * dim_heads
+    layout: int = 0  # > 0: position-aware pooling, the last frame stage averaged on a layout x layout grid
+    layout_channels: int = 16  # ... after a 1x1 projection to this many channels
 
     def views(self) -> tuple[ViewSpec, ...]:
         """The input views of this architecture: the model's half of the gateway contract."""
@@ -56,7 +58,7 @@ class ProxyConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ProxyConfig":
         # checkpoints written before a field existed lack it: they rebuild the architecture they were saved with
-        d = {"orientation": False, "bound": 0.0, "novelty": False, "fragments": 0, "dim_heads": 0, **d}
+        d = {"orientation": False, "bound": 0.0, "novelty": False, "fragments": 0, "dim_heads": 0, "layout": 0, **d}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -135,6 +137,14 @@ class AesRMProxy(nn.Module):
         n_frag = 2 * sum(fw) + 6 if fw else 0
         self.frame_proj = nn.Sequential(nn.Linear(2 * sum(w) + 6 + n_orient + n_frag, config.frame_dim),
                                         nn.ReLU(inplace=True))
+        if config.layout:
+            # Position-aware pooling (issue 10: aesthetics needs layout, which mean/std statistics discard):
+            # the last stage, projected 1x1, averaged per cell of a layout x layout grid, joins the frame
+            # vector before frame_proj's ReLU. layout_proj starts at zero, so a fine-tune from a checkpoint
+            # without it starts from exactly that checkpoint's function.
+            self.layout_conv = nn.Conv2d(w[-1], config.layout_channels, 1, bias=False)
+            self.layout_proj = nn.Linear(config.layout_channels * config.layout ** 2, config.frame_dim, bias=False)
+            nn.init.zeros_(self.layout_proj.weight)
         dw = config.diff_widths
         self.diff_cnn = nn.Sequential(*[_block(c_in, c_out) for c_in, c_out in zip((3,) + dw[:-1], dw)])
         fd = config.frame_dim
@@ -200,7 +210,11 @@ class AesRMProxy(nn.Module):
             for blk in self.frag_cnn:
                 frag = blk(frag)
                 stats += _mean_std(frag)
-        return self.frame_proj(torch.cat(stats, 1))
+        if not self.config.layout:
+            return self.frame_proj(torch.cat(stats, 1))
+        cell = x.shape[-1] // self.config.layout  # 8 // 4: whole cells (a plain AveragePool in ONNX)
+        grid = F.avg_pool2d(self.layout_conv(x), cell).flatten(1)
+        return F.relu(self.frame_proj[0](torch.cat(stats, 1)) + self.layout_proj(grid))
 
     def _normalised(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, t, h, w, _ = frames.shape

@@ -35,7 +35,7 @@ DEFAULTS = {"epochs": 10, "steps_per_epoch": 60, "batch_groups": 16, "lr": 3e-3,
             "seed": 1235, "val_per_criterion": VAL_GROUPS_PER_CRITERION, "test_per_criterion": 40,
             "off_target_dim": 0.25, "off_target_crit": 0.2, "wrong_way": 0.5,
             "off_dim_margin": 0.5, "fragments": 4, "frame_dim": 96, "embed_dim": 96,
-            "dim_heads": 0}
+            "dim_heads": 0, "layout": 0}
 
 
 def seed_everything(seed: int) -> None:
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
 
     embed_dim = 3 * args.dim_heads if args.dim_heads else args.embed_dim  # dim_heads: one block per dimension
     model = AesRMProxy(ProxyConfig(fragments=args.fragments, frame_dim=args.frame_dim, embed_dim=embed_dim,
-                                   dim_heads=args.dim_heads))
+                                   dim_heads=args.dim_heads, layout=args.layout))
     if args.init:
         blob = torch.load(args.init, map_location="cpu", weights_only=True)
         missing = model.load_state_dict(blob["state_dict"], strict=False)

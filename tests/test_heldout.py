@@ -19,8 +19,8 @@ from tests.conftest import asset_source
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6) for names in recipe.values()
-                if isinstance(names, list) for v in names if isinstance(v, str)}  # the opt-in recipes 4 and 6 too
+    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7) for names in recipe.values()
+                if isinstance(names, list) for v in names if isinstance(v, str)}  # the opt-in recipes 4, 6, 7 too
     assert not set(heldout.FAMILIES) & trained
     assert set(heldout.FAMILIES.values()) == set(DIMENSIONS)
     assert all(sum(d == k for d in heldout.FAMILIES.values()) >= 5 for k in DIMENSIONS)
@@ -131,6 +131,41 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
     assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).recipe6
 
 
+def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows_the_manifest():
+    """aesrm-train --recipe-7: off, every composition edit is the shipped roll; on, half the pattern seeds
+    become radial lens distortion (barrel or pincushion by direction) that grows with strength, leaves the
+    frame centre where it was (barrel) and differs from the roll at the same strength; the recipe says so,
+    GroupDataset carries it to its workers, and evaluation tools pick it up from a checkpoint's manifest."""
+    torch.set_num_threads(1)
+    src = asset_source("rocket")
+    cam = data._camera(src.levels[0].shape, np.random.default_rng(0))
+    crit, seed = "composition_tilt", 1
+
+    def clip(s: float, d: float = -1.0) -> np.ndarray:
+        return data.render(src.levels, cam, {crit: (s, seed, d)})[:data.T].astype(np.int16)
+
+    assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
+    roll = clip(1.0)
+    try:
+        data.EXTRA_FAMILIES["recipe7"] = True
+        assert data.recipe()["recipe_v7"] == data.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).recipe7
+        assert [data.variant(crit, k) for k in range(2)] == ["default", "lens"]
+        clean, half, full = clip(0.0), clip(0.5), clip(1.0)
+        gaps = [float(np.abs(c - clean).mean()) for c in (half, full)]
+        assert 0.3 < gaps[0] < gaps[1], gaps
+        c = clean.shape[1] // 2  # the letterboxed frame's centre
+        centre = np.abs(full[:, c - 4:c + 4, c - 4:c + 4] - clean[:, c - 4:c + 4, c - 4:c + 4]).mean()
+        assert centre < 0.5 * gaps[1], (centre, gaps)  # barrel bends the periphery, not the middle
+        assert float(np.abs(full - roll).mean()) > 0.3 and float(np.abs(clip(1.0, 1.0) - full).mean()) > 0.3
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe7"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe7"]
+    finally:
+        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
+    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).recipe7
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -188,7 +223,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     data.EXTRA_FAMILIES["recipe5"] = True  # a recipe-5 run's setting: selection reads recipes 3 and 4
     try:
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
-        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False}
+        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False}
     finally:
         data.EXTRA_FAMILIES["recipe5"] = False
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}

@@ -38,12 +38,13 @@ def test_pairs_ignore_the_training_recipe_and_the_summary_matches_the_rows():
     srcs = [asset_source("rocket"), asset_source("chelsea")]
     cases = [("exposure", "temporal_flicker"), ("noise", "motion_jitter")]
     plain = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
-    data.EXTRA_FAMILIES.update(on=True, recipe5=True, recipe6=True)  # a recipe-6 model's setting: same pairs
+    # a recipe-7 model's setting: the same pairs
+    data.EXTRA_FAMILIES.update(on=True, recipe5=True, recipe6=True, recipe7=True)
     try:
         again = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
-        assert data.EXTRA_FAMILIES == {"on": True, "recipe5": True, "recipe6": True}
+        assert data.EXTRA_FAMILIES == {"on": True, "recipe5": True, "recipe6": True, "recipe7": True}
     finally:
-        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False)
+        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
     assert again == plain
     rows = plain["rows"]
     assert plain["pairs"] == len(rows) == 4 and [(r["edited"], r["shared"]) for r in rows] == [

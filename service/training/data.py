@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 from service.training import recipes
-from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6, VIEWS,
-                                      VP_CRITERIA, T)
+from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
+                                      RECIPE_V7, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -51,7 +51,8 @@ def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
     if V1_ONLY["on"]:
         return "default"
-    names = ((EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion))
+    names = ((EXTRA_FAMILIES["recipe7"] and RECIPE_V7.get(criterion))
+             or (EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion))
              or (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"]))
     return names[int(seed) % len(names)]
 
@@ -89,9 +90,13 @@ def _grid(cam: dict, edits: dict) -> torch.Tensor:
     centre = torch.tensor(cam["c0"]) + (torch.tensor(cam["c1"] - cam["c0"]))[None] * ease[:, None]
     cw = cam["cw0"] + (cam["cw1"] - cam["cw0"]) * ease
     roll = torch.full((T,), cam["roll"], dtype=torch.float64)
+    lens = None
     if "composition_tilt" in edits:
         s, seed, d = edits["composition_tilt"]
-        roll = roll + d * s * math.radians(RECIPE["tilt_deg"])
+        if variant("composition_tilt", seed) == "lens":  # recipe 7: barrel (d < 0) or pincushion (d > 0)
+            lens = d * s * RECIPE_V7["lens_k"]
+        else:
+            roll = roll + d * s * math.radians(RECIPE["tilt_deg"])
     if "motion_jitter" in edits:
         s, seed, _ = edits["motion_jitter"]
         g = np.random.default_rng(seed)
@@ -104,6 +109,11 @@ def _grid(cam: dict, edits: dict) -> torch.Tensor:
     v = (torch.arange(h, dtype=torch.float64) + 0.5) / h * 2 - 1
     vv, uu = torch.meshgrid(v, u, indexing="ij")
     uu, vv = uu[None].expand(T, h, w), vv[None].expand(T, h, w)
+    if lens is not None:  # radial distortion about the frame centre, r = 1 at the corner
+        a = w / h
+        r2 = (uu * uu * a * a + vv * vv) / (a * a + 1)
+        f = (1 + lens * r2) / (1 + max(lens, 0.0))  # pincushion keeps its corners inside the crop
+        uu, vv = uu * f, vv * f
     if "structural_warping" in edits:
         s, seed, _ = edits["structural_warping"]
         g = np.random.default_rng(seed)
@@ -370,13 +380,14 @@ class GroupDataset(torch.utils.data.Dataset):
         self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
         self.extra_families = EXTRA_FAMILIES["on"]  # carried to workers however they are started
         self.recipe5, self.recipe6 = EXTRA_FAMILIES["recipe5"], EXTRA_FAMILIES["recipe6"]
+        self.recipe7 = EXTRA_FAMILIES["recipe7"]
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
         torch.set_num_threads(1)
-        EXTRA_FAMILIES.update(on=self.extra_families, recipe5=self.recipe5, recipe6=self.recipe6)
+        EXTRA_FAMILIES.update(on=self.extra_families, recipe5=self.recipe5, recipe6=self.recipe6, recipe7=self.recipe7)
         clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(clips), c
 

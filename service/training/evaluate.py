@@ -136,7 +136,7 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
 
     out = {name: {} for name in models}
     for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
-        with recipe_flags(on=extra, recipe5=False, recipe6=False):
+        with recipe_flags(on=extra, recipe5=False, recipe6=False, recipe7=False):
             groups = validation_groups(sources, per_criterion)
         for name, model in models.items():
             m = evaluate_groups(model, groups)
@@ -191,11 +191,12 @@ def main(argv: list[str] | None = None) -> None:
 
     extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe
     if args.recipe_3:
-        EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False)
+        EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
         extra = False
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}"
-          f"{' (recipe 5)' if EXTRA_FAMILIES['recipe5'] else ''}{' (recipe 6)' if EXTRA_FAMILIES['recipe6'] else ''}")
+          f"{' (recipe 5)' if EXTRA_FAMILIES['recipe5'] else ''}{' (recipe 6)' if EXTRA_FAMILIES['recipe6'] else ''}"
+          f"{' (recipe 7)' if EXTRA_FAMILIES['recipe7'] else ''}")
     if args.selection:
         models = {"candidate": model}
         if Path(args.checkpoint).resolve() != DEFAULT_CHECKPOINT.resolve():

@@ -1,5 +1,5 @@
 """What shapes the training data: the shipped recipe (RECIPE, hashed into every manifest's data_hash) and the
-opt-in recipes 4-6 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
+opt-in recipes 4-7 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
 (and re-exports these names); a checkpoint's manifest records which were on (use_recipe_of)."""
 
 from __future__ import annotations
@@ -58,7 +58,15 @@ RECIPE_V5 = {"exposure_stops": 3.5, "p_temporal_nuisance": 0.5, "temporal_nuisan
 # H.264 and (recipe 4) MPEG-2 only, and the held-out VP9 stayed at 72 %. HEVC is H.264's successor, not
 # VP9's kin, so the held-out codecs (VP9, MPEG-4 part 2, MJPEG) stay unseen families.
 RECIPE_V6 = {"compression_artifacts": ["x264", "mpeg2", "hevc"], "hevc_crf": [28, 51]}
-EXTRA_FAMILIES = {"on": False, "recipe5": False, "recipe6": False}
+# Opt-in recipe 7 (`aesrm-train --recipe-7`; service/model/README.md, "Position-aware pooling"): a positional
+# aesthetics family. Half the composition groups get radial lens distortion (barrel or pincushion, k up to
+# 0.3 at the frame corner; pincushion scaled so that its corners stay inside the crop) instead of a roll:
+# the one edit of the recipe whose damage depends on where in the frame it is, so that position-aware
+# pooling (--layout) has something to learn. Lens distortion bends lines radially from the centre; the
+# held-out keystone (a projective squeeze of one side) and crop cut (a zoom towards a corner) stay unseen
+# families.
+RECIPE_V7 = {"composition_tilt": ["default", "lens"], "lens_k": 0.3}
+EXTRA_FAMILIES = {"on": False, "recipe5": False, "recipe6": False, "recipe7": False}
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 
 
@@ -75,12 +83,13 @@ def recipe_flags(**flags: bool):
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 / V5 / V6 when they are on (hashed into data_hash)."""
-    if not (EXTRA_FAMILIES["on"] or EXTRA_FAMILIES["recipe5"] or EXTRA_FAMILIES["recipe6"]):
+    """What shapes the data now: RECIPE, plus RECIPE_V4 / V5 / V6 / V7 when they are on (hashed into data_hash)."""
+    if not any(EXTRA_FAMILIES.values()):
         return RECIPE
     return {**RECIPE, **({"recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else {}),
             **({"recipe_v5": RECIPE_V5} if EXTRA_FAMILIES["recipe5"] else {}),
-            **({"recipe_v6": RECIPE_V6} if EXTRA_FAMILIES["recipe6"] else {})}
+            **({"recipe_v6": RECIPE_V6} if EXTRA_FAMILIES["recipe6"] else {}),
+            **({"recipe_v7": RECIPE_V7} if EXTRA_FAMILIES["recipe7"] else {})}
 
 
 def use_recipe_of(manifest: dict) -> bool:
@@ -89,4 +98,5 @@ def use_recipe_of(manifest: dict) -> bool:
     EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})
     EXTRA_FAMILIES["recipe5"] = "recipe_v5" in manifest.get("recipe", {})
     EXTRA_FAMILIES["recipe6"] = "recipe_v6" in manifest.get("recipe", {})
+    EXTRA_FAMILIES["recipe7"] = "recipe_v7" in manifest.get("recipe", {})
     return EXTRA_FAMILIES["on"]

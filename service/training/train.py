@@ -250,11 +250,14 @@ def main(argv: list[str] | None = None) -> None:
                          "groups share a plausibility defect on every side (measured: service/model/README.md)")
     ap.add_argument("--recipe-6", dest="recipe6", action="store_true",
                     help="recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)")
+    ap.add_argument("--recipe-7", dest="recipe7", action="store_true",
+                    help="recipe 7: radial lens distortion joins the composition edits, a positional family for "
+                         "--layout (measured: service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
     # before any group is rendered (val, training, novelty, test)
-    EXTRA_FAMILIES.update(on=args.extra_families, recipe5=args.recipe5, recipe6=args.recipe6)
+    EXTRA_FAMILIES.update(on=args.extra_families, recipe5=args.recipe5, recipe6=args.recipe6, recipe7=args.recipe7)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()

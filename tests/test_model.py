@@ -437,3 +437,13 @@ def test_layout_pooling_starts_from_the_checkpoint_it_fine_tunes_and_keeps_the_c
     sess = ort.InferenceSession(str(export(model, tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
     dim, crit = sess.run(OUTPUT_NAMES, {n: t.numpy() for n, t in zip(input_names(model), x)})
     assert np.abs(dim - moved[0].numpy()).max() < 1e-3 and np.abs(crit - moved[1].numpy()).max() < 1e-3
+
+
+def test_eval_refuses_to_ablate_a_grid_the_checkpoint_does_not_have(capsys):
+    """aesrm-eval --ablate-layout zeroes the position-aware grid to measure what it contributes; on a
+    checkpoint without one (the shipped 2.4.0) it must say so instead of scoring the unchanged model."""
+    from service.training.evaluate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--ablate-layout", "--per-criterion", "1"])
+    assert exc.value.code == 2 and "needs a checkpoint trained with --layout" in capsys.readouterr().err

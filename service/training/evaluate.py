@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
                          "groups, of --checkpoint and (when it is another file) the shipped model")
     ap.add_argument("--selection-groups", type=int, default=VAL_GROUPS_PER_CRITERION,
                     help="val groups per criterion for --selection (8 = the groups training monitors)")
+    ap.add_argument("--ablate-layout", action="store_true",
+                    help="score with the position-aware grid (--layout) zeroed: what the grid contributes")
     ap.add_argument("--json", help="write all metrics to this JSON file")
     ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
     args = ap.parse_args(argv)
@@ -187,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         from service.training.data import V1_ONLY
         V1_ONLY["on"] = True
     model, manifest = load_proxy(args.checkpoint)
+    if args.ablate_layout:
+        if not model.config.layout or args.write_manifest:
+            ap.error("--ablate-layout needs a checkpoint trained with --layout, and no --write-manifest")
+        with torch.no_grad():
+            model.layout_proj.weight.zero_()
     from service.training.data import EXTRA_FAMILIES, use_recipe_of
 
     extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe

@@ -38,7 +38,7 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
     assert [data.variant(c, seed) for c, seed, _, _ in cases] == ["gaussian", "default"]
     data.EXTRA_FAMILIES["on"] = True
     try:
-        assert data.recipe()["recipe_v4"] == data.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).extra_families
+        assert data.recipe()["recipe_v4"] == data.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).flags["on"]
         for crit, seed, _, new in cases:
             assert data.variant(crit, seed) == new
             clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
@@ -46,7 +46,7 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
             assert 0.3 < gaps[0] < gaps[1], (crit, gaps)
     finally:
         data.EXTRA_FAMILIES["on"] = False
-    assert not data.GroupDataset([src], 1, seed=0).extra_families
+    assert not data.GroupDataset([src], 1, seed=0).flags["on"]
 
 
 def test_recipe_5_shares_a_plausibility_defect_in_half_the_va_vf_groups_only_when_on():
@@ -91,7 +91,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
         assert data.use_recipe_of({"recipe": data.recipe()}) is False and not data.EXTRA_FAMILIES["recipe5"]
         data.EXTRA_FAMILIES["recipe5"] = True
         assert data.recipe()["recipe_v5"] == data.RECIPE_V5 and "recipe_v4" not in data.recipe()
-        assert data.GroupDataset([src], 1, seed=0).recipe5
+        assert data.GroupDataset([src], 1, seed=0).flags["recipe5"]
         wide = dark_mean()
         assert wide < 0.75 * narrow, (wide, narrow)
         manifest = {"recipe": data.recipe()}
@@ -100,7 +100,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
         assert dark_mean() == wide
     finally:
         data.EXTRA_FAMILIES.update(on=False, recipe5=False)
-    assert dark_mean() == narrow and not data.GroupDataset([src], 1, seed=0).recipe5
+    assert dark_mean() == narrow and not data.GroupDataset([src], 1, seed=0).flags["recipe5"]
 
 
 def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manifest():
@@ -116,7 +116,7 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
     h264 = data.finish(x, {crit: (0.8, seed, 1.0)}).astype(np.int16)
     try:
         data.EXTRA_FAMILIES["recipe6"] = True
-        assert data.recipe()["recipe_v6"] == data.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).recipe6
+        assert data.recipe()["recipe_v6"] == data.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).flags["recipe6"]
         assert [data.variant(crit, k) for k in range(3)] == ["x264", "mpeg2", "hevc"]
         clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
         gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
@@ -128,7 +128,7 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
         assert data.EXTRA_FAMILIES["recipe6"]
     finally:
         data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False)
-    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).recipe6
+    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).flags["recipe6"]
 
 
 def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows_the_manifest():
@@ -148,7 +148,7 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
     roll = clip(1.0)
     try:
         data.EXTRA_FAMILIES["recipe7"] = True
-        assert data.recipe()["recipe_v7"] == data.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).recipe7
+        assert data.recipe()["recipe_v7"] == data.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).flags["recipe7"]
         assert [data.variant(crit, k) for k in range(2)] == ["default", "lens"]
         clean, half, full = clip(0.0), clip(0.5), clip(1.0)
         gaps = [float(np.abs(c - clean).mean()) for c in (half, full)]
@@ -163,7 +163,7 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
         assert data.EXTRA_FAMILIES["recipe7"]
     finally:
         data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
-    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).recipe7
+    assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).flags["recipe7"]
 
 
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))

@@ -378,16 +378,14 @@ class GroupDataset(torch.utils.data.Dataset):
 
     def __init__(self, sources: list, length: int, seed: int, epoch: int = 0):
         self.sources, self.length, self.seed, self.epoch = sources, length, seed, epoch
-        self.extra_families = EXTRA_FAMILIES["on"]  # carried to workers however they are started
-        self.recipe5, self.recipe6 = EXTRA_FAMILIES["recipe5"], EXTRA_FAMILIES["recipe6"]
-        self.recipe7 = EXTRA_FAMILIES["recipe7"]
+        self.flags = dict(EXTRA_FAMILIES)  # carried to workers however they are started
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int):
         torch.set_num_threads(1)
-        EXTRA_FAMILIES.update(on=self.extra_families, recipe5=self.recipe5, recipe6=self.recipe6, recipe7=self.recipe7)
+        EXTRA_FAMILIES.update(self.flags)
         clips, c, _ = sample_group(self.sources, np.random.default_rng([self.seed, self.epoch, i]))
         return torch.from_numpy(clips), c
 

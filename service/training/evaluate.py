@@ -132,11 +132,11 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
     {name: model} on the val photos' groups of the shipped recipe AND of recipe 4 (its extra fidelity
     families), every model on the same rendered groups; a candidate replaces the shipped model only if it
     wins both. The groups are validation_groups'."""
-    from service.training.data import recipe_flags
+    from service.training.recipes import recipe_flags, shipped_flags
 
     out = {name: {} for name in models}
     for recipe_name, extra in (("shipped_recipe_val", False), ("recipe4_val", True)):
-        with recipe_flags(on=extra, recipe5=False, recipe6=False, recipe7=False):
+        with recipe_flags(**shipped_flags(on=extra)):
             groups = validation_groups(sources, per_criterion)
         for name, model in models.items():
             m = evaluate_groups(model, groups)
@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             model.layout_proj.weight.zero_()
     from service.training.data import EXTRA_FAMILIES, use_recipe_of
+    from service.training.recipes import shipped_flags
 
     extra = use_recipe_of(manifest)  # trained with aesrm-train --extra-families: test on its own recipe
     if args.recipe_3:
-        EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
+        EXTRA_FAMILIES.update(shipped_flags())
         extra = False
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}"

@@ -66,8 +66,16 @@ RECIPE_V6 = {"compression_artifacts": ["x264", "mpeg2", "hevc"], "hevc_crf": [28
 # held-out keystone (a projective squeeze of one side) and crop cut (a zoom towards a corner) stay unseen
 # families.
 RECIPE_V7 = {"composition_tilt": ["default", "lens"], "lens_k": 0.3}
-EXTRA_FAMILIES = {"on": False, "recipe5": False, "recipe6": False, "recipe7": False}
+# Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
+_PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),
+          "recipe7": ("recipe_v7", RECIPE_V7)}
+EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
+
+
+def shipped_flags(**on: bool) -> dict:
+    """EXTRA_FAMILIES settings with every opt-in recipe off (the shipped recipe) except those named."""
+    return {**dict.fromkeys(_PARTS, False), **on}
 
 
 @contextlib.contextmanager
@@ -86,17 +94,12 @@ def recipe() -> dict:
     """What shapes the data now: RECIPE, plus RECIPE_V4 / V5 / V6 / V7 when they are on (hashed into data_hash)."""
     if not any(EXTRA_FAMILIES.values()):
         return RECIPE
-    return {**RECIPE, **({"recipe_v4": RECIPE_V4} if EXTRA_FAMILIES["on"] else {}),
-            **({"recipe_v5": RECIPE_V5} if EXTRA_FAMILIES["recipe5"] else {}),
-            **({"recipe_v6": RECIPE_V6} if EXTRA_FAMILIES["recipe6"] else {}),
-            **({"recipe_v7": RECIPE_V7} if EXTRA_FAMILIES["recipe7"] else {})}
+    return {**RECIPE, **{key: part for flag, (key, part) in _PARTS.items() if EXTRA_FAMILIES[flag]}}
 
 
 def use_recipe_of(manifest: dict) -> bool:
     """Render groups with the recipe a checkpoint was trained on (evaluation, recalibration); True = recipe 4
     (recipe 5's wider exposure is set too, when the manifest has it)."""
-    EXTRA_FAMILIES["on"] = "recipe_v4" in manifest.get("recipe", {})
-    EXTRA_FAMILIES["recipe5"] = "recipe_v5" in manifest.get("recipe", {})
-    EXTRA_FAMILIES["recipe6"] = "recipe_v6" in manifest.get("recipe", {})
-    EXTRA_FAMILIES["recipe7"] = "recipe_v7" in manifest.get("recipe", {})
+    trained = manifest.get("recipe", {})
+    EXTRA_FAMILIES.update({flag: key in trained for flag, (key, _) in _PARTS.items()})
     return EXTRA_FAMILIES["on"]

@@ -15,6 +15,7 @@ import torch
 
 from service.model.network import DIMENSIONS
 from service.training.data import CRITERIA, CRITERION_DIMENSION, VP_CRITERIA, _camera, recipe_flags, render
+from service.training.recipes import shipped_flags
 
 SHARED_SEED = 20261207
 SHARED_STRENGTH = 0.3  # the shared plausibility defect: visible, well inside the training range
@@ -30,7 +31,7 @@ def shared_defect_pairs(model, sources: list, per_case: int = 2, seed: int = SHA
     SHARED_STRENGTH with one pattern on both sides. Rendered with the shipped recipe whatever the model was
     trained on, so every model is scored on the same pairs."""
     vp_only = [CRITERIA[v] for v in VP_CRITERIA]
-    with recipe_flags(on=False, recipe5=False, recipe6=False, recipe7=False):
+    with recipe_flags(**shipped_flags()):
         rows = _rows(model, sources, per_case, seed, cases)
         dark = _rows(model, sources, dark_per_case, seed + 1, [("exposure", v) for v in vp_only], direction=-1.0)
     dev = lambda rs: round(float(np.mean([abs(r["p"]["VP"] - 0.5) for r in rs])), 3)  # noqa: E731

@@ -36,16 +36,13 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
     cases = (("sharpness", 2, "gaussian", "anisotropic"), ("compression_artifacts", 1, "default", "mpeg2"))
     assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["on"]
     assert [data.variant(c, seed) for c, seed, _, _ in cases] == ["gaussian", "default"]
-    data.EXTRA_FAMILIES["on"] = True
-    try:
+    with data.recipe_flags(on=True):
         assert data.recipe()["recipe_v4"] == data.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).flags["on"]
         for crit, seed, _, new in cases:
             assert data.variant(crit, seed) == new
             clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
             gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
             assert 0.3 < gaps[0] < gaps[1], (crit, gaps)
-    finally:
-        data.EXTRA_FAMILIES["on"] = False
     assert not data.GroupDataset([src], 1, seed=0).flags["on"]
 
 
@@ -55,11 +52,8 @@ def test_recipe_5_shares_a_plausibility_defect_in_half_the_va_vf_groups_only_whe
     vp = {c for c, d in zip(CRITERIA, data.CRITERION_DIMENSION) if d == "VP"}
 
     def share(c: int, on: bool) -> float:
-        data.EXTRA_FAMILIES["recipe5"] = on
-        try:
+        with data.recipe_flags(recipe5=on):
             edits = [data.nuisance_edits(c, np.random.default_rng([5, c, i])) for i in range(400)]
-        finally:
-            data.EXTRA_FAMILIES["recipe5"] = False
         return float(np.mean([bool(vp & set(e)) for e in edits]))
 
     exposure, noise, flicker = (CRITERIA.index(k) for k in ("exposure", "noise", "temporal_flicker"))
@@ -87,7 +81,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
 
     assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["recipe5"]
     narrow = dark_mean()
-    try:
+    with data.recipe_flags():
         assert data.use_recipe_of({"recipe": data.recipe()}) is False and not data.EXTRA_FAMILIES["recipe5"]
         data.EXTRA_FAMILIES["recipe5"] = True
         assert data.recipe()["recipe_v5"] == data.RECIPE_V5 and "recipe_v4" not in data.recipe()
@@ -98,8 +92,6 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
         data.EXTRA_FAMILIES["recipe5"] = False
         assert data.use_recipe_of(manifest) is False and data.EXTRA_FAMILIES["recipe5"]
         assert dark_mean() == wide
-    finally:
-        data.EXTRA_FAMILIES.update(on=False, recipe5=False)
     assert dark_mean() == narrow and not data.GroupDataset([src], 1, seed=0).flags["recipe5"]
 
 
@@ -114,8 +106,7 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
     crit, seed = "compression_artifacts", 2
     assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
     h264 = data.finish(x, {crit: (0.8, seed, 1.0)}).astype(np.int16)
-    try:
-        data.EXTRA_FAMILIES["recipe6"] = True
+    with data.recipe_flags(recipe6=True):
         assert data.recipe()["recipe_v6"] == data.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).flags["recipe6"]
         assert [data.variant(crit, k) for k in range(3)] == ["x264", "mpeg2", "hevc"]
         clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
@@ -126,8 +117,6 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
         data.EXTRA_FAMILIES["recipe6"] = False
         data.use_recipe_of(manifest)
         assert data.EXTRA_FAMILIES["recipe6"]
-    finally:
-        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False)
     assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).flags["recipe6"]
 
 
@@ -146,8 +135,7 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
 
     assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
     roll = clip(1.0)
-    try:
-        data.EXTRA_FAMILIES["recipe7"] = True
+    with data.recipe_flags(recipe7=True):
         assert data.recipe()["recipe_v7"] == data.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).flags["recipe7"]
         assert [data.variant(crit, k) for k in range(2)] == ["default", "lens"]
         clean, half, full = clip(0.0), clip(0.5), clip(1.0)
@@ -161,8 +149,6 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
         data.EXTRA_FAMILIES["recipe7"] = False
         data.use_recipe_of(manifest)
         assert data.EXTRA_FAMILIES["recipe7"]
-    finally:
-        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
     assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).flags["recipe7"]
 
 
@@ -220,12 +206,9 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     val = asset_source("chelsea")
     val.split = "val"
     train = SimpleNamespace(id="train-only", split="train", levels=None)  # would fail to render if used
-    data.EXTRA_FAMILIES["recipe5"] = True  # a recipe-5 run's setting: selection reads recipes 3 and 4
-    try:
+    with data.recipe_flags(recipe5=True):  # a recipe-5 run's setting: selection reads recipes 3 and 4
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False}
-    finally:
-        data.EXTRA_FAMILIES["recipe5"] = False
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)

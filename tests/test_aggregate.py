@@ -50,6 +50,15 @@ def test_debias_cancels_a_constant_position_bias():
     assert np.all(disagreement > 0.1)
 
 
+def test_an_exactly_antisymmetric_pair_disagrees_by_exactly_zero():
+    """1 - sigmoid(l) leaves up to 1e-16 where sigmoid(-l) is exact: a response of the antisymmetric embedded
+    model says 0.0, as the README claims, not 1.1e-16."""
+    l_ab = np.array([0.5559559464454651, 5.258059978485107, -0.05762699246406555, 1.9187963108221688, 40.0, -37.5])
+    assert np.any(np.abs(aggregate.sigmoid(l_ab) - (1.0 - aggregate.sigmoid(-l_ab))) > 0)  # the old formula's residue
+    logits, disagreement = aggregate.debias(l_ab, -l_ab)
+    assert np.array_equal(logits, l_ab) and np.all(disagreement == 0.0)
+
+
 def test_single_order_has_no_disagreement_and_overall_is_weighted_mean():
     logits, disagreement = aggregate.debias(np.array([1.0, 2.0, 3.0]), None)
     assert disagreement is None

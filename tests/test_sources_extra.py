@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from service.model.checkpoint import DEFAULT_CHECKPOINT, manifest_path
 from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
 from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, PLASMA_PHOTOS,
@@ -101,12 +102,25 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     from service.training.evaluate import main
 
     monkeypatch.setenv("AESRM_DATA_DIR", str(tmp_path))  # the bundle fetched above, nothing else
-    main(["--split", "test2", "--per-criterion", "1", "--heldout", "--per-family", "1", "--threads", "1",
-          "--json", str(tmp_path / "test2.json")])
+    ckpt = tmp_path / "ckpt" / DEFAULT_CHECKPOINT.name  # a copy: --write-manifest must not touch the shipped one
+    ckpt.parent.mkdir()
+    for f in (DEFAULT_CHECKPOINT, manifest_path(DEFAULT_CHECKPOINT)):
+        shutil.copy(f, ckpt.parent / f.name)
+    shipped = json.loads(manifest_path(DEFAULT_CHECKPOINT).read_text())
+    main(["--checkpoint", str(ckpt), "--split", "test2", "--per-criterion", "1", "--heldout", "--per-family", "1",
+          "--threads", "1", "--json", str(tmp_path / "test2.json"), "--write-manifest"])
     assert "test2 sources: gcompris/petra, gcompris/ajanta-cave" in capsys.readouterr().out
     out = json.loads((tmp_path / "test2.json").read_text())
     assert out["split"] == "test2" and out["heldout_photos"] == "test2 split"
     assert out["metrics"]["pairs"] == 3 * 12 and out["heldout"]["groups"] == 17
+    written = json.loads(manifest_path(ckpt).read_text())  # under metrics.test2, everything else as it was
+    test2 = written["metrics"].pop("test2")
+    assert test2["photos"] == 49 and test2["test"] == out["metrics"] and test2["checkpoint_sha256"]
+    assert test2["heldout_families"]["all"] == out["heldout"]["all"]
+    shipped["metrics"].pop("test2", None)
+    assert written == shipped
+    with pytest.raises(SystemExit):  # val figures have no place in the manifest
+        main(["--checkpoint", str(ckpt), "--split", "val", "--write-manifest"])
     with pytest.raises(RccError, match="no 'nope.webp'"):
         read_resource(bundle, "gcompris/src/activities/explore_monuments/resource/france/nope.webp")
     with pytest.raises(RccError, match="directory"):

@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablate-layout", action="store_true",
                     help="score with the position-aware grid (--layout) zeroed: what the grid contributes")
     ap.add_argument("--json", help="write all metrics to this JSON file")
-    ap.add_argument("--write-manifest", action="store_true", help="store the test metrics in the manifest")
+    ap.add_argument("--write-manifest", action="store_true",
+                    help="store the test metrics in the manifest (--split test2: under metrics.test2, the rest kept)")
     args = ap.parse_args(argv)
+    if args.write_manifest and args.split not in ("test", "test2"):
+        ap.error("--write-manifest stores the test or test2 split's metrics")
     if args.recipe_3 and args.write_manifest:
         ap.error("--write-manifest stores the metrics of the checkpoint's own recipe: drop --recipe-3")
     from service.engine.threads import keep_freed_memory_mapped
@@ -258,17 +261,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({**out, "latency_pair_ms": bench, "version": manifest["version"],
                                                "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
-    if args.write_manifest and args.split == "test":
+    if args.write_manifest:
         mp = manifest_path(args.checkpoint)
         m = json.loads(mp.read_text())
-        m["metrics"] = {"test": metrics, "per_criterion_groups": args.per_criterion, "eval_seed": EVAL_SEED,
-                        "latency_pair_ms": bench}
-        if args.heldout and not args.photos:
-            m["metrics"]["heldout_families"] = {"per_family_groups": args.per_family, **out["heldout"]}
-        if args.served:
-            m["metrics"]["served_examples"] = {k: v for k, v in out["served"].items() if k != "rows"}
+        test2 = m.get("metrics", {}).get("test2", {})
+        if args.split == "test2":  # beside the test split's metrics, which stay as they are
+            test2 = {"photos": len(sources), "test": metrics, "per_criterion_groups": args.per_criterion,
+                     "eval_seed": EVAL_SEED, "checkpoint_sha256": m["checkpoint_sha256"]}
+            if args.heldout and not args.photos:
+                test2["heldout_families"] = {"per_family_groups": args.per_family, **out["heldout"]}
+            m.setdefault("metrics", {})["test2"] = test2
+        else:
+            m["metrics"] = {"test": metrics, "per_criterion_groups": args.per_criterion, "eval_seed": EVAL_SEED,
+                            "latency_pair_ms": bench,  # test2's figures are kept while they are this checkpoint's
+                            **({"test2": test2} if test2.get("checkpoint_sha256") == m["checkpoint_sha256"] else {})}
+            if args.heldout and not args.photos:
+                m["metrics"]["heldout_families"] = {"per_family_groups": args.per_family, **out["heldout"]}
+            if args.served:
+                m["metrics"]["served_examples"] = {k: v for k, v in out["served"].items() if k != "rows"}
         mp.write_text(json.dumps(m, indent=2) + "\n")
-        print(f"metrics written to {mp}")
+        print(f"{args.split} metrics written to {mp}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tests.conftest import asset_source
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8)
+    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8, data.RECIPE_V9)
                 for names in recipe.values() if isinstance(names, list) for v in names if isinstance(v, str)}
     # (the opt-in recipes' families too)
     assert not set(heldout.FAMILIES) & trained
@@ -198,6 +198,34 @@ def test_recipe_8_partial_freezes_are_opt_in_late_only_in_their_region_and_follo
     assert 0.2 < gaps[0] < gaps[1], gaps
 
 
+def test_recipe_9_oversharpening_is_opt_in_adds_halos_that_grow_with_strength_and_follows_the_manifest():
+    """aesrm-train --recipe-9: off, the sharpness variants are recipe 4's blurs; on, a quarter of the pattern seeds
+    become an unsharp mask: more high-frequency energy than the clean clip (not less, as every blur), growing
+    with strength; the recipe says so, GroupDataset carries it, and evaluation tools pick it up from a manifest."""
+    torch.set_num_threads(1)
+    src = asset_source("chelsea")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+    crit, seed = "sharpness", 3
+
+    def high_freq(clip: np.ndarray) -> float:
+        y = clip[:data.T].astype(np.float64).mean(-1)
+        return float(np.abs(np.diff(y, axis=-1)).mean() + np.abs(np.diff(y, axis=-2)).mean())
+
+    with data.recipe_flags(on=True):
+        assert data.variant(crit, seed) == "gaussian"  # seed % 3 of recipe 4's three blurs
+        assert high_freq(data.finish(x, {crit: (1.0, seed, 1.0)})) < high_freq(data.finish(x, {}))
+    with data.recipe_flags(on=True, recipe9=True):
+        assert data.recipe()["recipe_v9"] == data.RECIPE_V9 and data.GroupDataset([], 1, seed=0).flags["recipe9"]
+        assert [data.variant(crit, k) for k in range(4)] == ["gaussian", "defocus_disc", "anisotropic", "oversharpen"]
+        hf = [high_freq(data.finish(x, {crit: (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
+        assert hf[0] < hf[1] < hf[2], hf
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe9"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe9"]
+    assert not data.GroupDataset([], 1, seed=0).flags["recipe9"]
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -265,7 +293,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     with data.recipe_flags(recipe5=True):  # a recipe-5 run's setting: selection reads recipes 3 and 4
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
-                                       "recipe8": False}
+                                       "recipe8": False, "recipe9": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)

@@ -38,11 +38,11 @@ def test_pairs_ignore_the_training_recipe_and_the_summary_matches_the_rows():
     srcs = [asset_source("rocket"), asset_source("chelsea")]
     cases = [("exposure", "temporal_flicker"), ("noise", "motion_jitter")]
     plain = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
-    # a recipe-8 model's setting: the same pairs
-    with data.recipe_flags(on=True, recipe5=True, recipe6=True, recipe7=True, recipe8=True):
+    # a recipe-9 model's setting: the same pairs
+    with data.recipe_flags(on=True, recipe5=True, recipe6=True, recipe7=True, recipe8=True, recipe9=True):
         again = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
         assert data.EXTRA_FAMILIES == {"on": True, "recipe5": True, "recipe6": True, "recipe7": True,
-                                       "recipe8": True}
+                                       "recipe8": True, "recipe9": True}
     assert again == plain
     rows = plain["rows"]
     assert plain["pairs"] == len(rows) == 4 and [(r["edited"], r["shared"]) for r in rows] == [

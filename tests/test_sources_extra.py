@@ -10,6 +10,7 @@ import pytest
 from service.model.checkpoint import DEFAULT_CHECKPOINT, manifest_path
 from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
+from service.training.recipes import recipe_flags
 from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, PLASMA_PHOTOS,
                                       RESERVED_PACKAGES, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES, VAL_SOURCES,
                                       _split_of)
@@ -107,8 +108,9 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     for f in (DEFAULT_CHECKPOINT, manifest_path(DEFAULT_CHECKPOINT)):
         shutil.copy(f, ckpt.parent / f.name)
     shipped = json.loads(manifest_path(DEFAULT_CHECKPOINT).read_text())
-    main(["--checkpoint", str(ckpt), "--split", "test2", "--per-criterion", "1", "--heldout", "--per-family", "1",
-          "--threads", "1", "--json", str(tmp_path / "test2.json"), "--write-manifest"])
+    with recipe_flags():  # the CLI switches to the checkpoint's recipe for good; later tests need theirs back
+        main(["--checkpoint", str(ckpt), "--split", "test2", "--per-criterion", "1", "--heldout", "--per-family",
+              "1", "--threads", "1", "--json", str(tmp_path / "test2.json"), "--write-manifest"])
     assert "test2 sources: gcompris/petra, gcompris/ajanta-cave" in capsys.readouterr().out
     out = json.loads((tmp_path / "test2.json").read_text())
     assert out["split"] == "test2" and out["heldout_photos"] == "test2 split"

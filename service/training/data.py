@@ -26,7 +26,7 @@ from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 from service.training import recipes
 from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
-                                      RECIPE_V7, RECIPE_V8, VIEWS, VP_CRITERIA, T)
+                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -51,7 +51,8 @@ def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
     if V1_ONLY["on"]:
         return "default"
-    names = ((EXTRA_FAMILIES["recipe8"] and RECIPE_V8.get(criterion))
+    names = ((EXTRA_FAMILIES["recipe9"] and RECIPE_V9.get(criterion))
+             or (EXTRA_FAMILIES["recipe8"] and RECIPE_V8.get(criterion))
              or (EXTRA_FAMILIES["recipe7"] and RECIPE_V7.get(criterion))
              or (EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion))
              or (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"]))
@@ -270,6 +271,9 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         elif kind == "anisotropic":
             if s * RECIPE_V4["aniso_sigma"] > 0.3:
                 x = _aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
+        elif kind == "oversharpen":  # recipe 9: an unsharp mask, the halos of a sharpening pass
+            sigma = float(np.random.default_rng([int(seed), 9]).uniform(*RECIPE_V9["oversharpen_sigma"]))
+            x = x + s * RECIPE_V9["oversharpen_amount"] * (x - _gauss_blur(x, sigma))
         elif s * RECIPE["blur_sigma"] > 0.15:
             x = _gauss_blur(x, s * RECIPE["blur_sigma"])
     if edits.get("noise", (0,))[0] > 0:

@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}"
           f"{' (recipe 5)' if EXTRA_FAMILIES['recipe5'] else ''}{' (recipe 6)' if EXTRA_FAMILIES['recipe6'] else ''}"
-          f"{' (recipe 7)' if EXTRA_FAMILIES['recipe7'] else ''}{' (recipe 8)' if EXTRA_FAMILIES['recipe8'] else ''}")
+          f"{' (recipe 7)' if EXTRA_FAMILIES['recipe7'] else ''}{' (recipe 8)' if EXTRA_FAMILIES['recipe8'] else ''}"
+          f"{' (recipe 9)' if EXTRA_FAMILIES['recipe9'] else ''}")
     if args.selection:
         models = {"candidate": model}
         if Path(args.checkpoint).resolve() != DEFAULT_CHECKPOINT.resolve():

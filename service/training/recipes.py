@@ -77,9 +77,16 @@ RECIPE_V7 = {"composition_tilt": ["default", "lens"], "lens_k": 0.3}
 # much, both it and its control lose the selection rule (not shipped; service/model/README.md, "Recipe 8").
 RECIPE_V8 = {"frame_stutter": ["default", "tear", "stale_blocks"], "tear_rows": [0.25, 0.75], "stale_block": 16,
              "stale_p": 0.3}
+# Opt-in recipe 9 (`aesrm-train --recipe-9`; service/model/README.md, "Recipe 9"): over-sharpening joins the
+# sharpness edits (an unsharp mask, amount up to 3 at sigma 0.8-2.5 px: halos and crunchy texture), a quarter of the
+# sharpness groups. Until then the criterion only ever saw blur, and `hack_probe` found the reward preferring an
+# over-sharpened clip to the clean one (VF leaning to the halos): a GRPO run could climb it by sharpening.
+# Measured as a fine-tune of 2.5.0: the probe's rate halves, but VF on blur falls (val -5.5 points): not shipped.
+RECIPE_V9 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic", "oversharpen"], "oversharpen_amount": 3.0,
+             "oversharpen_sigma": [0.8, 2.5]}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),
-          "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8)}
+          "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8), "recipe9": ("recipe_v9", RECIPE_V9)}
 EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 

@@ -256,12 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--recipe-8", dest="recipe8", action="store_true",
                     help="recipe 8: tearing and stale macroblocks join the stutter edits, partial freezes that "
                          "put two instants into one picture (measured: service/model/README.md)")
+    ap.add_argument("--recipe-9", dest="recipe9", action="store_true",
+                    help="recipe 9: over-sharpening (unsharp mask) joins the sharpness edits (measured: "
+                         "service/model/README.md)")
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
     # before any group is rendered (val, training, novelty, test)
     EXTRA_FAMILIES.update(on=args.extra_families, recipe5=args.recipe5, recipe6=args.recipe6, recipe7=args.recipe7,
-                         recipe8=args.recipe8)
+                         recipe8=args.recipe8, recipe9=args.recipe9)
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()

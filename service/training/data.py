@@ -51,11 +51,7 @@ def variant(criterion: str, seed: int) -> str:
     """Which defect family of `criterion` an edit with this pattern seed uses (shared across a group)."""
     if V1_ONLY["on"]:
         return "default"
-    names = ((EXTRA_FAMILIES["recipe9"] and RECIPE_V9.get(criterion))
-             or (EXTRA_FAMILIES["recipe8"] and RECIPE_V8.get(criterion))
-             or (EXTRA_FAMILIES["recipe7"] and RECIPE_V7.get(criterion))
-             or (EXTRA_FAMILIES["recipe6"] and RECIPE_V6.get(criterion))
-             or (EXTRA_FAMILIES["on"] and RECIPE_V4.get(criterion)) or RECIPE["variants"].get(criterion, ["default"]))
+    names = recipes.families_of(criterion) or RECIPE["variants"].get(criterion, ["default"])
     return names[int(seed) % len(names)]
 
 

@@ -147,7 +147,7 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
 
 def main(argv: list[str] | None = None) -> None:
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, manifest_path
-    from service.training.sources import load_sources
+    from service.training.sources import load_sources, split_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -208,9 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         extra = False
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]} "
           f"trained={manifest['trained']}{' (recipe 4: extra families)' if extra else ''}"
-          f"{' (recipe 5)' if EXTRA_FAMILIES['recipe5'] else ''}{' (recipe 6)' if EXTRA_FAMILIES['recipe6'] else ''}"
-          f"{' (recipe 7)' if EXTRA_FAMILIES['recipe7'] else ''}{' (recipe 8)' if EXTRA_FAMILIES['recipe8'] else ''}"
-          f"{' (recipe 9)' if EXTRA_FAMILIES['recipe9'] else ''}")
+          + "".join(f" (recipe {flag.removeprefix('recipe')})" for flag, on in EXTRA_FAMILIES.items()
+                    if on and flag != "on"))
     if args.selection:
         models = {"candidate": model}
         if Path(args.checkpoint).resolve() != DEFAULT_CHECKPOINT.resolve():
@@ -228,11 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "version": manifest["version"],
                                                    "checkpoint_sha256": manifest["checkpoint_sha256"]}, indent=1))
         return
-    if args.split == "test2":
-        from service.training.sources import load_test2_sources
-        sources = load_test2_sources()
-    else:
-        sources = [s for s in load_sources() if s.split == args.split]
+    sources = split_sources(args.split)
     print(f"{args.split} sources: {', '.join(s.id for s in sources)}")
     t0 = time.time()
     metrics = evaluate_groups(model, fixed_groups(sources, args.per_criterion, EVAL_SEED))

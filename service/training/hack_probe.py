@@ -84,7 +84,7 @@ def hack_rates(model, groups: list) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy
-    from service.training.sources import load_sources, load_test2_sources
+    from service.training.sources import split_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, manifest = load_proxy(args.checkpoint)
-    sources = load_test2_sources() if args.split == "test2" else [s for s in load_sources() if s.split == args.split]
+    sources = split_sources(args.split)
     with data.recipe_flags(**{flag: False for flag in data.EXTRA_FAMILIES}):  # the renderer, not a recipe choice
         res = hack_rates(model, probe_groups(sources, args.clips_per_photo))
     print(f"{manifest['model_id']} {manifest['version']} sha256={manifest['checkpoint_sha256'][:12]}: "

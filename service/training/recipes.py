@@ -1,5 +1,5 @@
 """What shapes the training data: the shipped recipe (RECIPE, hashed into every manifest's data_hash) and the
-opt-in recipes 4-8 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
+opt-in recipes 4-9 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
 (and re-exports these names); a checkpoint's manifest records which were on (use_recipe_of)."""
 
 from __future__ import annotations
@@ -91,6 +91,16 @@ EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 
 
+def families_of(criterion: str) -> list | None:
+    """The defect families of `criterion` by the newest opt-in recipe that is on and names them (recipe 9 over
+    8, ..., over recipe 4); None when none does (the shipped recipe's apply)."""
+    for flag in reversed(_PARTS):
+        names = EXTRA_FAMILIES[flag] and _PARTS[flag][1].get(criterion)
+        if names:
+            return names
+    return None
+
+
 def shipped_flags(**on: bool) -> dict:
     """EXTRA_FAMILIES settings with every opt-in recipe off (the shipped recipe) except those named."""
     return {**dict.fromkeys(_PARTS, False), **on}
@@ -109,7 +119,7 @@ def recipe_flags(**flags: bool):
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 to V8 when they are on (hashed into data_hash)."""
+    """What shapes the data now: RECIPE, plus RECIPE_V4 to V9 when they are on (hashed into data_hash)."""
     if not any(EXTRA_FAMILIES.values()):
         return RECIPE
     return {**RECIPE, **{key: part for flag, (key, part) in _PARTS.items() if EXTRA_FAMILIES[flag]}}

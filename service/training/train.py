@@ -232,6 +232,20 @@ def init_record(path: str | None) -> dict | None:
     return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
 
 
+# aesrm-train --recipe-N: the opt-in recipes 5-9 of service.training.recipes (recipe 4 is --extra-families)
+RECIPE_OPTIONS = {
+    "recipe5": "recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF groups share a "
+               "plausibility defect on every side (measured: service/model/README.md)",
+    "recipe6": "recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)",
+    "recipe7": "recipe 7: radial lens distortion joins the composition edits, a positional family (in 2.5.0; "
+               "measured: service/model/README.md)",
+    "recipe8": "recipe 8: tearing and stale macroblocks join the stutter edits, partial freezes that put two "
+               "instants into one picture (measured: service/model/README.md)",
+    "recipe9": "recipe 9: over-sharpening (unsharp mask) joins the sharpness edits (measured: "
+               "service/model/README.md)",
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for k, v in DEFAULTS.items():
@@ -245,26 +259,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--extra-families", action="store_true",
                     help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 to 2.5.0: "
                          "service/model/README.md)")
-    ap.add_argument("--recipe-5", dest="recipe5", action="store_true",
-                    help="recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF "
-                         "groups share a plausibility defect on every side (measured: service/model/README.md)")
-    ap.add_argument("--recipe-6", dest="recipe6", action="store_true",
-                    help="recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)")
-    ap.add_argument("--recipe-7", dest="recipe7", action="store_true",
-                    help="recipe 7: radial lens distortion joins the composition edits, a positional family "
-                         "(in 2.5.0; measured: service/model/README.md)")
-    ap.add_argument("--recipe-8", dest="recipe8", action="store_true",
-                    help="recipe 8: tearing and stale macroblocks join the stutter edits, partial freezes that "
-                         "put two instants into one picture (measured: service/model/README.md)")
-    ap.add_argument("--recipe-9", dest="recipe9", action="store_true",
-                    help="recipe 9: over-sharpening (unsharp mask) joins the sharpness edits (measured: "
-                         "service/model/README.md)")
+    for flag, text in RECIPE_OPTIONS.items():
+        ap.add_argument(f"--recipe-{flag.removeprefix('recipe')}", dest=flag, action="store_true", help=text)
     ap.add_argument("--calibrate-only", metavar="CHECKPOINT",
                     help="refit the temperatures of a trained checkpoint on validation pairs and rewrite it")
     args = ap.parse_args(argv)
     # before any group is rendered (val, training, novelty, test)
-    EXTRA_FAMILIES.update(on=args.extra_families, recipe5=args.recipe5, recipe6=args.recipe6, recipe7=args.recipe7,
-                         recipe8=args.recipe8, recipe9=args.recipe9)
+    EXTRA_FAMILIES.update(on=args.extra_families, **{flag: getattr(args, flag) for flag in RECIPE_OPTIONS})
     if args.calibrate_only:
         return recalibrate(args.calibrate_only, args.val_per_criterion, args.threads)
     t_start = time.time()

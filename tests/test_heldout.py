@@ -20,7 +20,8 @@ from tests.conftest import asset_source
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8, data.RECIPE_V9)
+    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8, data.RECIPE_V9,
+                                                 data.RECIPE_V10)
                 for names in recipe.values() if isinstance(names, list) for v in names if isinstance(v, str)}
     # (the opt-in recipes' families too)
     assert not set(heldout.FAMILIES) & trained
@@ -226,6 +227,38 @@ def test_recipe_9_oversharpening_is_opt_in_adds_halos_that_grow_with_strength_an
     assert not data.GroupDataset([], 1, seed=0).flags["recipe9"]
 
 
+def test_recipe_10_puts_the_same_halos_under_the_noise_criterion_and_leaves_sharpness_one_sided():
+    """aesrm-train --recipe-10: a quarter of the noise pattern seeds become recipe 9's unsharp mask (more
+    high-frequency energy, growing with strength, and the same pixels recipe 9 makes for the same seed and sigma
+    draw), while every sharpness variant stays a blur; the manifest carries it."""
+    torch.set_num_threads(1)
+    src = asset_source("chelsea")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+    seed = 3
+
+    def high_freq(clip: np.ndarray) -> float:
+        y = clip[:data.T].astype(np.float64).mean(-1)
+        return float(np.abs(np.diff(y, axis=-1)).mean() + np.abs(np.diff(y, axis=-2)).mean())
+
+    with data.recipe_flags(on=True):
+        assert [data.variant("noise", k) for k in range(3)] == ["gaussian", "shot", "impulse"]
+    with data.recipe_flags(on=True, recipe10=True):
+        assert data.recipe()["recipe_v10"] == data.RECIPE_V10 and data.GroupDataset([], 1, seed=0).flags["recipe10"]
+        assert [data.variant("noise", k) for k in range(4)] == ["gaussian", "shot", "impulse", "oversharpen"]
+        assert "oversharpen" not in [data.variant("sharpness", k) for k in range(12)]
+        hf = [high_freq(data.finish(x, {"noise": (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
+        assert hf[0] < hf[1] < hf[2], hf
+        expected = data._unsharp(x, 1.0, seed, data.RECIPE_V10, 10)
+        clip = data.finish(x, {"noise": (1.0, seed, 1.0)})
+        assert np.array_equal(clip, data.model_input(
+            (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()))
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe10"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe10"]
+    assert not data.GroupDataset([], 1, seed=0).flags["recipe10"]
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -293,7 +326,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     with data.recipe_flags(recipe5=True):  # a recipe-5 run's setting: selection reads recipes 3 and 4
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
-                                       "recipe8": False, "recipe9": False}
+                                       "recipe8": False, "recipe9": False, "recipe10": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)

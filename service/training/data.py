@@ -26,7 +26,7 @@ from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 from service.training import recipes
 from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
-                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, VIEWS, VP_CRITERIA, T)
+                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, RECIPE_V10, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -268,15 +268,16 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
             if s * RECIPE_V4["aniso_sigma"] > 0.3:
                 x = _aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
         elif kind == "oversharpen":  # recipe 9: an unsharp mask, the halos of a sharpening pass
-            sigma = float(np.random.default_rng([int(seed), 9]).uniform(*RECIPE_V9["oversharpen_sigma"]))
-            x = x + s * RECIPE_V9["oversharpen_amount"] * (x - _gauss_blur(x, sigma))
+            x = _unsharp(x, s, seed, RECIPE_V9, 9)
         elif s * RECIPE["blur_sigma"] > 0.15:
             x = _gauss_blur(x, s * RECIPE["blur_sigma"])
     if edits.get("noise", (0,))[0] > 0:
         s, seed, _ = edits["noise"]
         g = torch.Generator().manual_seed(int(seed))
         kind = variant("noise", seed)
-        if kind == "impulse":  # dead / hot pixels, salt and pepper
+        if kind == "oversharpen":  # recipe 10: the same unsharp mask, counted as an artifact
+            x = _unsharp(x, s, seed, RECIPE_V10, 10)
+        elif kind == "impulse":  # dead / hot pixels, salt and pepper
             u = torch.rand(T, 1, h, w, generator=g)
             hot = (torch.rand(T, 1, h, w, generator=g) < 0.5).float()
             x = torch.where(u < s * RECIPE["impulse"], hot.expand_as(x), x)
@@ -309,6 +310,12 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
         clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return model_input(clip)
+
+
+def _unsharp(x: torch.Tensor, s: float, seed: int, part: dict, tag: int) -> torch.Tensor:
+    """An unsharp mask (recipes 9 and 10): amount s * part's amount at a per-pattern sigma: halos, crunchy texture."""
+    sigma = float(np.random.default_rng([int(seed), tag]).uniform(*part["oversharpen_sigma"]))
+    return x + s * part["oversharpen_amount"] * (x - _gauss_blur(x, sigma))
 
 
 def _partial_freeze(clip: np.ndarray, frozen: np.ndarray, kind: str, seed: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """What shapes the training data: the shipped recipe (RECIPE, hashed into every manifest's data_hash) and the
-opt-in recipes 4-9 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
+opt-in recipes 4-10 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
 (and re-exports these names); a checkpoint's manifest records which were on (use_recipe_of)."""
 
 from __future__ import annotations
@@ -84,16 +84,25 @@ RECIPE_V8 = {"frame_stutter": ["default", "tear", "stale_blocks"], "tear_rows": 
 # Measured as a fine-tune of 2.5.0: the probe's rate halves, but VF on blur falls (val -5.5 points): not shipped.
 RECIPE_V9 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic", "oversharpen"], "oversharpen_amount": 3.0,
              "oversharpen_sigma": [0.8, 2.5]}
+# Opt-in recipe 10 (`aesrm-train --recipe-10`; service/model/README.md, "Recipe 10"): the same unsharp mask as
+# recipe 9, but as an ARTIFACT family of the noise criterion (a quarter of the noise groups) instead of a
+# sharpness one. Recipe 9 asked the sharpness criterion to be two-sided (blur bad, halos bad) and it lost its
+# read of blur; here sharpness stays one-sided, halos and amplified grain count against the noise criterion
+# (both are high-frequency energy that is not detail), and the wrong_way term keeps sharpness from voting for
+# the sharpened side. The explanation route then names "noise" for a sharpening pass, which it must say.
+RECIPE_V10 = {"noise": ["gaussian", "shot", "impulse", "oversharpen"], "oversharpen_amount": 3.0,
+              "oversharpen_sigma": [0.8, 2.5]}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),
-          "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8), "recipe9": ("recipe_v9", RECIPE_V9)}
+          "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8), "recipe9": ("recipe_v9", RECIPE_V9),
+          "recipe10": ("recipe_v10", RECIPE_V10)}
 EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 
 
 def families_of(criterion: str) -> list | None:
-    """The defect families of `criterion` by the newest opt-in recipe that is on and names them (recipe 9 over
-    8, ..., over recipe 4); None when none does (the shipped recipe's apply)."""
+    """The defect families of `criterion` by the newest opt-in recipe that is on and names them (recipe 10 over
+    9, ..., over recipe 4); None when none does (the shipped recipe's apply)."""
     for flag in reversed(_PARTS):
         names = EXTRA_FAMILIES[flag] and _PARTS[flag][1].get(criterion)
         if names:
@@ -119,7 +128,7 @@ def recipe_flags(**flags: bool):
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 to V9 when they are on (hashed into data_hash)."""
+    """What shapes the data now: RECIPE, plus RECIPE_V4 to V10 when they are on (hashed into data_hash)."""
     if not any(EXTRA_FAMILIES.values()):
         return RECIPE
     return {**RECIPE, **{key: part for flag, (key, part) in _PARTS.items() if EXTRA_FAMILIES[flag]}}

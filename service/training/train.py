@@ -232,7 +232,7 @@ def init_record(path: str | None) -> dict | None:
     return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
 
 
-# aesrm-train --recipe-N: the opt-in recipes 5-9 of service.training.recipes (recipe 4 is --extra-families)
+# aesrm-train --recipe-N: the opt-in recipes 5-10 of service.training.recipes (recipe 4 is --extra-families)
 RECIPE_OPTIONS = {
     "recipe5": "recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF groups share a "
                "plausibility defect on every side (measured: service/model/README.md)",
@@ -243,6 +243,8 @@ RECIPE_OPTIONS = {
                "instants into one picture (measured: service/model/README.md)",
     "recipe9": "recipe 9: over-sharpening (unsharp mask) joins the sharpness edits (measured: "
                "service/model/README.md)",
+    "recipe10": "recipe 10: the same over-sharpening joins the noise edits, an artifact instead of a sharpness "
+                "level (measured: service/model/README.md)",
 }
 
 

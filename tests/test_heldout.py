@@ -199,6 +199,12 @@ def test_recipe_8_partial_freezes_are_opt_in_late_only_in_their_region_and_follo
     assert 0.2 < gaps[0] < gaps[1], gaps
 
 
+def _high_freq(clip: np.ndarray) -> float:
+    """Mean absolute luma gradient of the whole-frame view: what sharpening adds and blur removes."""
+    y = clip[:data.T].astype(np.float64).mean(-1)
+    return float(np.abs(np.diff(y, axis=-1)).mean() + np.abs(np.diff(y, axis=-2)).mean())
+
+
 def test_recipe_9_oversharpening_is_opt_in_adds_halos_that_grow_with_strength_and_follows_the_manifest():
     """aesrm-train --recipe-9: off, the sharpness variants are recipe 4's blurs; on, a quarter of the pattern seeds
     become an unsharp mask: more high-frequency energy than the clean clip (not less, as every blur), growing
@@ -208,17 +214,13 @@ def test_recipe_9_oversharpening_is_opt_in_adds_halos_that_grow_with_strength_an
     x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
     crit, seed = "sharpness", 3
 
-    def high_freq(clip: np.ndarray) -> float:
-        y = clip[:data.T].astype(np.float64).mean(-1)
-        return float(np.abs(np.diff(y, axis=-1)).mean() + np.abs(np.diff(y, axis=-2)).mean())
-
     with data.recipe_flags(on=True):
         assert data.variant(crit, seed) == "gaussian"  # seed % 3 of recipe 4's three blurs
-        assert high_freq(data.finish(x, {crit: (1.0, seed, 1.0)})) < high_freq(data.finish(x, {}))
+        assert _high_freq(data.finish(x, {crit: (1.0, seed, 1.0)})) < _high_freq(data.finish(x, {}))
     with data.recipe_flags(on=True, recipe9=True):
         assert data.recipe()["recipe_v9"] == data.RECIPE_V9 and data.GroupDataset([], 1, seed=0).flags["recipe9"]
         assert [data.variant(crit, k) for k in range(4)] == ["gaussian", "defocus_disc", "anisotropic", "oversharpen"]
-        hf = [high_freq(data.finish(x, {crit: (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
+        hf = [_high_freq(data.finish(x, {crit: (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
         assert hf[0] < hf[1] < hf[2], hf
         manifest = {"recipe": data.recipe()}
         data.EXTRA_FAMILIES["recipe9"] = False
@@ -236,17 +238,13 @@ def test_recipe_10_puts_the_same_halos_under_the_noise_criterion_and_leaves_shar
     x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
     seed = 3
 
-    def high_freq(clip: np.ndarray) -> float:
-        y = clip[:data.T].astype(np.float64).mean(-1)
-        return float(np.abs(np.diff(y, axis=-1)).mean() + np.abs(np.diff(y, axis=-2)).mean())
-
     with data.recipe_flags(on=True):
         assert [data.variant("noise", k) for k in range(3)] == ["gaussian", "shot", "impulse"]
     with data.recipe_flags(on=True, recipe10=True):
         assert data.recipe()["recipe_v10"] == data.RECIPE_V10 and data.GroupDataset([], 1, seed=0).flags["recipe10"]
         assert [data.variant("noise", k) for k in range(4)] == ["gaussian", "shot", "impulse", "oversharpen"]
         assert "oversharpen" not in [data.variant("sharpness", k) for k in range(12)]
-        hf = [high_freq(data.finish(x, {"noise": (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
+        hf = [_high_freq(data.finish(x, {"noise": (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
         assert hf[0] < hf[1] < hf[2], hf
         expected = data._unsharp(x, 1.0, seed, data.RECIPE_V10, 10)
         clip = data.finish(x, {"noise": (1.0, seed, 1.0)})

@@ -314,7 +314,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     """`aesrm-eval --selection` (the model-selection rule): the val photos' groups of the shipped recipe and
     of recipe 4 are both scored with the real shipped model, train-split photos are not used, and the global
     recipe switch is left as it was."""
-    from service.training.evaluate import selection_metrics
+    from service.training.evaluate import selection_metrics, selection_wins
 
     torch.set_num_threads(2)
     model, _ = load_proxy()
@@ -326,6 +326,9 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
                                        "recipe8": False, "recipe9": False, "recipe10": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
+    assert selection_wins({**sel, "same": sel["shipped"]}, "same") == [False, False]  # a tie does not win
+    better = {r: {**m, "dimension_mean": m["dimension_mean"] + 0.01} for r, m in sel["shipped"].items()}
+    assert selection_wins({**sel, "better": better}, "better") == [True, True]
     for m in sel["shipped"].values():
         assert m["pairs"] == 3 * len(CRITERIA) and set(m["dimensions"]) == set(DIMENSIONS)
         assert 0.0 <= m["dimension_mean"] <= 1.0

@@ -145,6 +145,12 @@ def selection_metrics(models: dict, sources: list, per_criterion: int = VAL_GROU
     return out
 
 
+def selection_wins(sel: dict, name: str, reference: str = "shipped") -> list[bool]:
+    """Per validation set of selection_metrics' result: does model `name` beat `reference` on the dimension
+    mean? The rule passes only when every entry is True."""
+    return [sel[name][r]["dimension_mean"] > sel[reference][r]["dimension_mean"] for r in sel[reference]]
+
+
 def main(argv: list[str] | None = None) -> None:
     from service.model.checkpoint import DEFAULT_CHECKPOINT, load_proxy, manifest_path
     from service.training.sources import load_sources, split_sources
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             for recipe_name, m in per_recipe.items():
                 print(f"{name} {recipe_name}: {m['dimensions']} mean {m['dimension_mean']} ({m['pairs']} pairs)")
         if "shipped" in sel:
-            wins = [sel["candidate"][r]["dimension_mean"] > sel["shipped"][r]["dimension_mean"] for r in sel["shipped"]]
+            wins = selection_wins(sel, "candidate")
             print(f"candidate wins {sum(wins)} of {len(wins)} validation sets: "
                   f"{'passes' if all(wins) else 'fails'} the selection rule (shipping also needs the test suite)")
         if args.json:

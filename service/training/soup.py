@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 from service.model.checkpoint import load_proxy, save_checkpoint
-from service.model.network import AesRMProxy, ProxyConfig
 
 # refitted after mixing (train.recalibrate), so they are taken from the tuned side as they are
 REFITTED = ("dim_temperature", "crit_temperature", "emb_center", "emb_scale", "novelty_ref")
@@ -46,23 +45,17 @@ def interpolate(base: dict, tuned: dict, alpha: float) -> dict:
     return out
 
 
-def _blob(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def write_soup(base_path: str, tuned_path: str, alpha: float, out: Path, refit: bool = True) -> dict:
     """Interpolate, save with the fine-tune's manifest (its recipe: the soup was trained on both) and a record
     of the mix, then refit the temperatures and novelty statistics on the soup (refit=False leaves the tuned
     side's: they need the val and train photos). Returns the manifest."""
     from service.training.train import init_record, recalibrate
 
-    base, tuned = _blob(base_path), _blob(tuned_path)
-    config = ProxyConfig.from_dict(tuned["config"])
-    if ProxyConfig.from_dict(base["config"]) != config:  # from_dict fills fields an older checkpoint lacks
+    base, _ = load_proxy(base_path)
+    model, manifest = load_proxy(tuned_path)
+    if base.config != model.config:  # load_proxy fills the fields an older checkpoint's config lacks
         raise ValueError("different architectures: the two checkpoints' configs differ")
-    model = AesRMProxy(config)
-    model.load_state_dict(interpolate(base["state_dict"], tuned["state_dict"], alpha))
-    _, manifest = load_proxy(tuned_path)
+    model.load_state_dict(interpolate(base.state_dict(), model.state_dict(), alpha))
     training = dict(manifest.get("training", {}))
     training["soup"] = {"base": init_record(base_path), "tuned": init_record(tuned_path), "alpha": alpha,
                         "rule": "WiSE-FT: (1 - alpha) * base + alpha * tuned, every float tensor but the "
@@ -97,14 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         outs[f"soup {a:.2f}"] = out
         print(f"alpha {a:.2f}: {out} sha256={manifest['checkpoint_sha256'][:12]}", flush=True)
     if args.selection_groups:
-        from service.training.evaluate import selection_metrics
+        from service.training.evaluate import selection_metrics, selection_wins
         from service.training.sources import load_sources
 
         models = {"shipped": load_proxy()[0], **{name: load_proxy(p)[0] for name, p in outs.items()}}
         sel = selection_metrics(models, load_sources(), args.selection_groups)
         for name, per_recipe in sel.items():
-            means = {r: m["dimension_mean"] for r, m in per_recipe.items()}
-            wins = name != "shipped" and all(means[r] > sel["shipped"][r]["dimension_mean"] for r in means)
+            wins = name != "shipped" and all(selection_wins(sel, name))
             print(f"{name}: " + "; ".join(f"{r} {m['dimensions']} mean {m['dimension_mean']}"
                                           for r, m in per_recipe.items())
                   + ("  <- wins both" if wins else ""), flush=True)

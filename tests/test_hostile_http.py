@@ -8,6 +8,7 @@ client library would hide the attack (partial bodies, lying Content-Length, chun
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import socket
@@ -268,8 +269,8 @@ def test_oversized_bodies_are_refused_while_streaming_and_server_rss_stays_bound
             status, headers, body = r.response()
             assert (status, body["error"]["code"]) == expected[k], (name, status, body)
             assert r.sent < size // 2, (name, r.sent)  # refused while streaming, not after the whole body
-            if status == 413:  # and the server stops reading it: the connection closes after the answer
-                assert headers.get("connection") == "close", (name, headers)
+            # and the server stops reading it (401 and 413 alike): the connection closes after the answer
+            assert headers.get("connection") == "close", (name, headers)
             r.close()
         peak = server.status("VmHWM")
         grown = peak - before
@@ -280,6 +281,27 @@ def test_oversized_bodies_are_refused_while_streaming_and_server_rss_stays_bound
     ok = httpx.post(server.base + "/v1/pair", headers=AUTH, timeout=60,
                     json={"a": b64(clips["clean"]), "b": b64(clips["noisy"])})
     assert ok.status_code == 200
+
+
+def test_a_refused_body_within_the_limit_keeps_its_connection_alive(server, clips):
+    """401 from headers alone, body of a few hundred kB (under max_request_bytes): the server discards it
+    and keeps the connection, so the client reads a clean answer and sends its next request on the same
+    socket (only unbounded bodies, above, are answered with Connection: close)."""
+    body = json.dumps({"a": b64(clips["clean"]), "b": b64(clips["noisy"])}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("POST", "/v1/pair", body, {"Content-Type": "application/json"})
+        first = conn.getresponse()
+        assert first.status == 401 and json.loads(first.read())["error"]["code"] == "unauthorized"
+        assert first.getheader("connection") is None and conn.sock is not None
+        local = conn.sock.getsockname()
+        conn.request("POST", "/v1/pair", body, {"Content-Type": "application/json", **AUTH})
+        second = conn.getresponse()
+        assert second.status == 200, second.read()
+        assert conn.sock.getsockname() == local  # the same TCP connection
+        assert 0.0 <= json.loads(second.read())["preference"]["VF"] <= 1.0
+    finally:
+        conn.close()
 
 
 def test_base64_longer_than_max_video_bytes_is_413_before_decoding(server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.body_limits import send_refusal_before_body
 from service.metrics import Metrics
 
 GUARDED_PREFIXES = ("/v1/pair", "/v1/group", "/v1/explain")
@@ -19,9 +20,9 @@ GUARDED_PREFIXES = ("/v1/pair", "/v1/group", "/v1/explain")
 class AdmissionMiddleware:
     """ASGI middleware; single event loop, so a plain counter is race-free."""
 
-    def __init__(self, app: ASGIApp, max_in_flight: int, metrics: Metrics | None = None,
+    def __init__(self, app: ASGIApp, max_in_flight: int, max_request_bytes: int, metrics: Metrics | None = None,
                  retry_after_s: int = 1, prefixes: tuple[str, ...] = GUARDED_PREFIXES) -> None:
-        self.app, self.limit, self.metrics = app, max_in_flight, metrics
+        self.app, self.limit, self.metrics, self.max_request_bytes = app, max_in_flight, metrics, max_request_bytes
         self.retry_after, self.prefixes = str(max(1, retry_after_s)), prefixes
         self.in_flight = 0
         self.rejected = 0
@@ -36,7 +37,8 @@ class AdmissionMiddleware:
             self.rejected += 1
             if self.metrics is not None:
                 self.metrics.errors.labels("overloaded").inc()
-            return await _reject(send, self.retry_after, self.limit)
+            return await _reject(send_refusal_before_body(scope, send, self.max_request_bytes),
+                                 self.retry_after, self.limit)
         self.in_flight += 1
         try:
             await self.app(scope, receive, send)

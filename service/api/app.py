@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None, backend: ScorerBackend | None =
     # outermost last: metrics -> auth (headers only) -> body size/deadline -> admission -> cancel on
     # disconnect -> routes
     app.add_middleware(CancelOnDisconnect, metrics=metrics, prefixes=("/v1/pair", "/v1/group"))
-    app.add_middleware(AdmissionMiddleware, max_in_flight=engine.settings.max_in_flight, metrics=metrics)
+    app.add_middleware(AdmissionMiddleware, max_in_flight=engine.settings.max_in_flight,
+                       max_request_bytes=engine.settings.max_request_bytes, metrics=metrics)
     app.add_middleware(BodyGuardMiddleware, max_bytes=engine.settings.max_request_bytes,
                        timeout_s=engine.settings.body_timeout_s, metrics=metrics)
     app.add_middleware(security.AuthMiddleware, settings=engine.settings, metrics=metrics)

@@ -46,7 +46,7 @@ class BodyGuardMiddleware:
                    if declared.strip().isdigit() else errors.InvalidRequest("malformed Content-Length"))
             if self.metrics is not None:
                 self.metrics.errors.labels(exc.code).inc()
-            return await error_response(exc)(scope, receive, _closing(send))  # nothing of the body is read
+            return await error_response(exc)(scope, receive, closing(send))  # nothing of the body is read
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
@@ -75,12 +75,12 @@ class BodyGuardMiddleware:
             return message
 
         async def guarded_send(message: Message) -> None:
-            await (_closing(send) if refused else send)(message)
+            await (closing(send) if refused else send)(message)
 
         await self.app(scope, guarded_receive, guarded_send)
 
 
-def _closing(send: Send) -> Send:
+def closing(send: Send) -> Send:
     """`send` with `Connection: close` added to the response head: the body is not read to its end."""
 
     async def wrapped(message: Message) -> None:
@@ -89,3 +89,17 @@ def _closing(send: Send) -> Send:
         await send(message)
 
     return wrapped
+
+
+def send_refusal_before_body(scope: Scope, send: Send, max_bytes: int) -> Send:
+    """The `send` for an answer given before any body byte is read (401, 429 from headers alone).
+
+    uvicorn keeps such a connection alive by reading and discarding the unread body. That is right for a
+    body of at most `max_bytes` (the client gets its answer cleanly and keeps its connection) but not for
+    one declared larger, or chunked with no declared size: the server would read an anonymous client's
+    300 MB for nothing, as long as it sends. Those answers say `Connection: close` instead."""
+    headers = Headers(scope=scope)
+    declared = headers.get("content-length")
+    unbounded = "transfer-encoding" in headers or (
+        declared is not None and (not declared.strip().isdigit() or int(declared) > max_bytes))
+    return closing(send) if unbounded else send

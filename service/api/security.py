@@ -32,6 +32,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import errors
+from service.api.body_limits import send_refusal_before_body
 from service.api.error_handlers import error_response
 from service.api.state import app_settings
 from service.config import Settings
@@ -175,7 +176,8 @@ class AuthMiddleware:
         except errors.ServiceError as exc:
             if self.metrics is not None:
                 self.metrics.errors.labels(exc.code).inc()
-            return await error_response(exc)(scope, receive, send)
+            return await error_response(exc)(scope, receive,
+                                              send_refusal_before_body(scope, send, self.settings.max_request_bytes))
         await self.app(scope, receive, send)
 
 

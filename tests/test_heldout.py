@@ -21,7 +21,7 @@ from tests.conftest import asset_source
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
     trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8, data.RECIPE_V9,
-                                                 data.RECIPE_V10)
+                                                 data.RECIPE_V10, data.RECIPE_V11)
                 for names in recipe.values() if isinstance(names, list) for v in names if isinstance(v, str)}
     # (the opt-in recipes' families too)
     assert not set(heldout.FAMILIES) & trained
@@ -257,6 +257,39 @@ def test_recipe_10_puts_the_same_halos_under_the_noise_criterion_and_leaves_shar
     assert not data.GroupDataset([], 1, seed=0).flags["recipe10"]
 
 
+def test_recipe_11_changes_exposure_across_the_frame_one_side_more_than_the_other():
+    """aesrm-train --recipe-11: a third of the exposure pattern seeds become uneven exposure: the change grows
+    from one edge of the frame to the opposite one (nothing at the first, the most at the second), in either
+    direction, more with strength; the other variants are unchanged and the manifest carries it."""
+    torch.set_num_threads(1)
+    src = asset_source("chelsea")
+    x = data.camera_frames(src.levels, data._camera(src.levels[0].shape, np.random.default_rng(0)), {})
+
+    with data.recipe_flags(on=True, recipe5=True):
+        assert [data.variant("exposure", k) for k in range(2)] == ["stops", "offset"]
+    with data.recipe_flags(on=True, recipe5=True, recipe11=True):
+        assert data.recipe()["recipe_v11"] == data.RECIPE_V11 and data.GroupDataset([], 1, seed=0).flags["recipe11"]
+        seeds = [k for k in range(30) if data.variant("exposure", k) == "uneven"]
+        assert len(seeds) == 10 and [data.variant("exposure", k) for k in range(3)] == ["stops", "offset", "uneven"]
+        clean = data._photometric(x, {}).clamp(0, 1)
+        for seed in seeds[:4]:
+            ramp = data._ramp(x, seed)
+            assert float(ramp.min()) == pytest.approx(0, abs=1e-6) and float(ramp.max()) == pytest.approx(1, abs=1e-6)
+            lo, hi = ramp < 0.15, ramp > 0.85  # the unchanged edge and the most changed one
+            for d in (-1.0, 1.0):
+                change = [(data._photometric(x, {"exposure": (s, seed, d)}).clamp(0, 1) - clean).abs().mean(1)
+                          for s in (0.5, 1.0)]
+                far = [float(c[:, hi].mean()) for c in change]
+                assert far[0] > 0.03 and far[1] > far[0] * 1.3, (seed, d, far)
+                assert float(change[1][:, lo].mean()) < far[1] / 5, (seed, d)
+        assert len({round(float(data._ramp(x, k)[0, 0]), 3) for k in seeds}) > 3  # directions differ by seed
+        manifest = {"recipe": data.recipe()}
+        data.EXTRA_FAMILIES["recipe11"] = False
+        data.use_recipe_of(manifest)
+        assert data.EXTRA_FAMILIES["recipe11"]
+    assert not data.GroupDataset([], 1, seed=0).flags["recipe11"]
+
+
 @pytest.mark.parametrize("family", sorted(heldout.FAMILIES))
 def test_every_family_changes_the_clip_and_is_seeded(family):
     torch.set_num_threads(1)
@@ -324,7 +357,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
     with data.recipe_flags(recipe5=True):  # a recipe-5 run's setting: selection reads recipes 3 and 4
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
-                                       "recipe8": False, "recipe9": False, "recipe10": False}
+                                       "recipe8": False, "recipe9": False, "recipe10": False, "recipe11": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     assert selection_wins({**sel, "same": sel["shipped"]}, "same") == [False, False]  # a tie does not win
     better = {r: {**m, "dimension_mean": m["dimension_mean"] + 0.01} for r, m in sel["shipped"].items()}

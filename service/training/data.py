@@ -26,7 +26,7 @@ from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
 from service.training import recipes
 from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
-                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, RECIPE_V10, VIEWS, VP_CRITERIA, T)
+                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, RECIPE_V10, RECIPE_V11, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -166,14 +166,25 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
+def _ramp(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Recipe 11: 0 on one edge of the frame, 1 on the opposite one, linear in a direction drawn from the seed."""
+    _, _, h, w = x.shape
+    a = np.random.default_rng([seed, 11]).uniform(0, 2 * math.pi)
+    c, s = math.cos(a), math.sin(a)
+    t = torch.linspace(-1, 1, w)[None] * c + torch.linspace(-1, 1, h)[:, None] * s
+    return (t / (abs(c) + abs(s)) + 1) / 2
+
+
 def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     """Global colour/tone edits on float frames [T, 3, h, w] in 0..1."""
     if "exposure" in edits:
         s, seed, d = edits["exposure"]
-        if variant("exposure", seed) == "offset":  # lifted / crushed: a brightness offset, clipped
+        kind = variant("exposure", seed)
+        if kind == "offset":  # lifted / crushed: a brightness offset, clipped
             x = (x + d * s * RECIPE["offset"]).clamp(0, 1)
         else:
-            x = (x.clamp(0, 1) ** 2.2 * 2 ** (d * s * _exposure_stops())).clamp(0, 1) ** (1 / 2.2)
+            stops = d * s * (RECIPE_V11["uneven_stops"] * _ramp(x, seed) if kind == "uneven" else _exposure_stops())
+            x = (x.clamp(0, 1) ** 2.2 * 2 ** stops).clamp(0, 1) ** (1 / 2.2)
     if "contrast" in edits:
         s, seed, d = edits["contrast"]
         if variant("contrast", seed) == "tone_curve":  # S-curve (harsh) or inverse S (muddy midtones)

@@ -1,5 +1,5 @@
 """What shapes the training data: the shipped recipe (RECIPE, hashed into every manifest's data_hash) and the
-opt-in recipes 4-10 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
+opt-in recipes 4-11 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
 (and re-exports these names); a checkpoint's manifest records which were on (use_recipe_of)."""
 
 from __future__ import annotations
@@ -94,17 +94,24 @@ RECIPE_V9 = {"sharpness": ["gaussian", "defocus_disc", "anisotropic", "oversharp
 # 9, but unseen codecs read as cleaner (test2 held-out VF 79.9 -> 73.8 %); it loses the selection rule (not shipped).
 RECIPE_V10 = {"noise": ["gaussian", "shot", "impulse", "oversharpen"], "oversharpen_amount": 3.0,
               "oversharpen_sigma": [0.8, 2.5]}
+# Opt-in recipe 11 (`aesrm-train --recipe-11`; service/model/README.md, "Recipe 11"): uneven exposure, a third of
+# the exposure groups. The exposure change (up to ±3 stops at the far edge) grows linearly across the frame in a
+# random direction: one side lit differently (uneven light, a graduated filter on the wrong way). Until then
+# every exposure edit was global, and the model barely saw a held-out vignette (VA logit −0.08 on the val photos'
+# renders, 43 % right; 41 % on test2). The held-out vignette (a radial falloff from the centre) stays an unseen
+# family; that both change brightness by position is what any held-out table with recipe 11 must say.
+RECIPE_V11 = {"exposure": ["stops", "offset", "uneven"], "uneven_stops": 3.0}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),
           "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8), "recipe9": ("recipe_v9", RECIPE_V9),
-          "recipe10": ("recipe_v10", RECIPE_V10)}
+          "recipe10": ("recipe_v10", RECIPE_V10), "recipe11": ("recipe_v11", RECIPE_V11)}
 EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 
 
 def families_of(criterion: str) -> list | None:
-    """The defect families of `criterion` by the newest opt-in recipe that is on and names them (recipe 10 over
-    9, ..., over recipe 4); None when none does (the shipped recipe's apply)."""
+    """The defect families of `criterion` by the newest opt-in recipe that is on and names them (recipe 11 over
+    10, ..., over recipe 4); None when none does (the shipped recipe's apply)."""
     for flag in reversed(_PARTS):
         names = EXTRA_FAMILIES[flag] and _PARTS[flag][1].get(criterion)
         if names:
@@ -130,7 +137,7 @@ def recipe_flags(**flags: bool):
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 to V10 when they are on (hashed into data_hash)."""
+    """What shapes the data now: RECIPE, plus RECIPE_V4 to V11 when they are on (hashed into data_hash)."""
     if not any(EXTRA_FAMILIES.values()):
         return RECIPE
     return {**RECIPE, **{key: part for flag, (key, part) in _PARTS.items() if EXTRA_FAMILIES[flag]}}

@@ -232,7 +232,7 @@ def init_record(path: str | None) -> dict | None:
     return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
 
 
-# aesrm-train --recipe-N: the opt-in recipes 5-10 of service.training.recipes (recipe 4 is --extra-families)
+# aesrm-train --recipe-N: the opt-in recipes 5-11 of service.training.recipes (recipe 4 is --extra-families)
 RECIPE_OPTIONS = {
     "recipe5": "recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF groups share a "
                "plausibility defect on every side (measured: service/model/README.md)",
@@ -245,6 +245,8 @@ RECIPE_OPTIONS = {
                "service/model/README.md)",
     "recipe10": "recipe 10: the same over-sharpening joins the noise edits, an artifact instead of a sharpness "
                 "level (measured: service/model/README.md)",
+    "recipe11": "recipe 11: uneven exposure (a change that grows across the frame) joins the exposure edits "
+                "(measured: service/model/README.md)",
 }
 
 

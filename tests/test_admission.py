@@ -79,6 +79,12 @@ async def test_health_and_metrics_are_never_refused_by_admission(clips):
             r = await client.post("/v1/pair", json={"a": {"base64": "AA=="}, "b": {"base64": "AA=="}})
             assert r.status_code == 429 and r.json()["error"]["code"] == "overloaded"
             assert r.headers["retry-after"] == "1"
+            assert "connection" not in r.headers  # a small unread body is discarded, the connection kept
+
+            async def chunked():
+                yield b'{"a": {"base64": "'
+            r = await client.post("/v1/pair", content=chunked(), headers={"Content-Type": "application/json"})
+            assert r.status_code == 429 and r.headers["connection"] == "close"  # no declared size: closed
         finally:
             adm.in_flight = 0
         r = await client.post("/v1/pair/upload", files={"a": ("a", clips["clean"]), "b": ("b", clips["dark"])})

@@ -250,6 +250,18 @@ RECIPE_OPTIONS = {
 }
 
 
+def group_loader(ds: GroupDataset, batch_groups: int, workers: int,
+                 timeout_s: float = 600) -> torch.utils.data.DataLoader:
+    """Batches of `ds` rendered by `workers` processes, SPAWNED, not forked: the parent has already rendered
+    (the val groups), and PyAV 18 keeps swscale contexts whose slice threads a forked child does not inherit;
+    the child's first reformat of another size then waits for ever on threads that do not exist. A worker
+    that stops answering anyway is an error after `timeout_s`, not a silent hang."""
+    return torch.utils.data.DataLoader(ds, batch_size=batch_groups, shuffle=False, num_workers=workers,
+                                       prefetch_factor=4 if workers else None,
+                                       multiprocessing_context="spawn" if workers else None,
+                                       timeout=timeout_s if workers else 0)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for k, v in DEFAULTS.items():
@@ -299,8 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     best, history, step = -1.0, [], 0
     for epoch in range(args.epochs):
         ds = GroupDataset(train_src, args.steps_per_epoch * args.batch_groups, args.seed, epoch)
-        dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_groups, shuffle=False,
-                                         num_workers=args.workers, prefetch_factor=4 if args.workers else None)
+        dl = group_loader(ds, args.batch_groups, args.workers)
         model.train()
         t0, losses, accs = time.time(), [], []
         for clips, crit in dl:

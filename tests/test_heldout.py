@@ -12,7 +12,7 @@ import torch
 from service.model.checkpoint import load_proxy
 from service.model.network import DIMENSIONS
 from service.training import heldout
-from service.training import data
+from service.training import data, filters, recipes
 from service.training.data import CRITERIA, RECIPE
 from service.training.evaluate import embed_groups
 from tests.conftest import asset_source
@@ -20,8 +20,8 @@ from tests.conftest import asset_source
 
 def test_heldout_families_are_not_in_the_training_recipe():
     trained = set(CRITERIA) | {v for names in RECIPE["variants"].values() for v in names}
-    trained |= {v for recipe in (data.RECIPE_V4, data.RECIPE_V6, data.RECIPE_V7, data.RECIPE_V8, data.RECIPE_V9,
-                                                 data.RECIPE_V10, data.RECIPE_V11)
+    trained |= {v for recipe in (recipes.RECIPE_V4, recipes.RECIPE_V6, recipes.RECIPE_V7, recipes.RECIPE_V8, recipes.RECIPE_V9,
+                                                 recipes.RECIPE_V10, recipes.RECIPE_V11)
                 for names in recipe.values() if isinstance(names, list) for v in names if isinstance(v, str)}
     # (the opt-in recipes' families too)
     assert not set(heldout.FAMILIES) & trained
@@ -40,7 +40,7 @@ def test_extra_families_are_opt_in_render_their_edit_and_reach_the_data_workers(
     assert data.recipe() is RECIPE and not data.EXTRA_FAMILIES["on"]
     assert [data.variant(c, seed) for c, seed, _, _ in cases] == ["gaussian", "default"]
     with data.recipe_flags(on=True):
-        assert data.recipe()["recipe_v4"] == data.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).flags["on"]
+        assert data.recipe()["recipe_v4"] == recipes.RECIPE_V4 and data.GroupDataset([src], 1, seed=0).flags["on"]
         for crit, seed, _, new in cases:
             assert data.variant(crit, seed) == new
             clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
@@ -87,7 +87,7 @@ def test_recipe_5_exposure_range_is_opt_in_darkens_further_and_follows_the_manif
     with data.recipe_flags():
         assert data.use_recipe_of({"recipe": data.recipe()}) is False and not data.EXTRA_FAMILIES["recipe5"]
         data.EXTRA_FAMILIES["recipe5"] = True
-        assert data.recipe()["recipe_v5"] == data.RECIPE_V5 and "recipe_v4" not in data.recipe()
+        assert data.recipe()["recipe_v5"] == recipes.RECIPE_V5 and "recipe_v4" not in data.recipe()
         assert data.GroupDataset([src], 1, seed=0).flags["recipe5"]
         wide = dark_mean()
         assert wide < 0.75 * narrow, (wide, narrow)
@@ -110,7 +110,7 @@ def test_recipe_6_hevc_is_opt_in_renders_a_real_hevc_edit_and_follows_the_manife
     assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
     h264 = data.finish(x, {crit: (0.8, seed, 1.0)}).astype(np.int16)
     with data.recipe_flags(recipe6=True):
-        assert data.recipe()["recipe_v6"] == data.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).flags["recipe6"]
+        assert data.recipe()["recipe_v6"] == recipes.RECIPE_V6 and data.GroupDataset([src], 1, seed=0).flags["recipe6"]
         assert [data.variant(crit, k) for k in range(3)] == ["x264", "mpeg2", "hevc"]
         clips = [data.finish(x, {crit: (s, seed, 1.0)}).astype(np.int16) for s in (0.0, 0.5, 1.0)]
         gaps = [float(np.abs(c - clips[0]).mean()) for c in clips[1:]]
@@ -139,7 +139,7 @@ def test_recipe_7_lens_distortion_is_opt_in_bends_more_with_strength_and_follows
     assert data.recipe() is RECIPE and data.variant(crit, seed) == "default"
     roll = clip(1.0)
     with data.recipe_flags(recipe7=True):
-        assert data.recipe()["recipe_v7"] == data.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).flags["recipe7"]
+        assert data.recipe()["recipe_v7"] == recipes.RECIPE_V7 and data.GroupDataset([src], 1, seed=0).flags["recipe7"]
         assert [data.variant(crit, k) for k in range(2)] == ["default", "lens"]
         clean, half, full = clip(0.0), clip(0.5), clip(1.0)
         gaps = [float(np.abs(c - clean).mean()) for c in (half, full)]
@@ -167,13 +167,13 @@ def test_recipe_8_partial_freezes_are_opt_in_late_only_in_their_region_and_follo
     crit = "frame_stutter"
     assert data.recipe() is RECIPE and data.variant(crit, 1) == "default"
     with data.recipe_flags(recipe8=True):
-        assert data.recipe()["recipe_v8"] == data.RECIPE_V8 and data.GroupDataset([], 1, seed=0).flags["recipe8"]
+        assert data.recipe()["recipe_v8"] == recipes.RECIPE_V8 and data.GroupDataset([], 1, seed=0).flags["recipe8"]
         assert [data.variant(crit, k) for k in range(3)] == ["default", "tear", "stale_blocks"]
         for seed, kind in ((1, "tear"), (2, "stale_blocks")):
             late = {}
             for k in (2, 5):
                 frozen = np.random.default_rng(seed).permutation(np.arange(1, data.T))[:k]
-                out = data._partial_freeze(clip, frozen, kind, seed)
+                out = filters.partial_freeze(clip, frozen, kind, seed)
                 same_as_before = np.all(out[1:] == out[:-1], axis=-1)  # [T-1, h, w]: pixel repeats the last frame
                 changed = np.any(out != clip, axis=-1)
                 live = [t for t in range(data.T) if t not in frozen]
@@ -218,7 +218,7 @@ def test_recipe_9_oversharpening_is_opt_in_adds_halos_that_grow_with_strength_an
         assert data.variant(crit, seed) == "gaussian"  # seed % 3 of recipe 4's three blurs
         assert _high_freq(data.finish(x, {crit: (1.0, seed, 1.0)})) < _high_freq(data.finish(x, {}))
     with data.recipe_flags(on=True, recipe9=True):
-        assert data.recipe()["recipe_v9"] == data.RECIPE_V9 and data.GroupDataset([], 1, seed=0).flags["recipe9"]
+        assert data.recipe()["recipe_v9"] == recipes.RECIPE_V9 and data.GroupDataset([], 1, seed=0).flags["recipe9"]
         assert [data.variant(crit, k) for k in range(4)] == ["gaussian", "defocus_disc", "anisotropic", "oversharpen"]
         hf = [_high_freq(data.finish(x, {crit: (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
         assert hf[0] < hf[1] < hf[2], hf
@@ -241,12 +241,12 @@ def test_recipe_10_puts_the_same_halos_under_the_noise_criterion_and_leaves_shar
     with data.recipe_flags(on=True):
         assert [data.variant("noise", k) for k in range(3)] == ["gaussian", "shot", "impulse"]
     with data.recipe_flags(on=True, recipe10=True):
-        assert data.recipe()["recipe_v10"] == data.RECIPE_V10 and data.GroupDataset([], 1, seed=0).flags["recipe10"]
+        assert data.recipe()["recipe_v10"] == recipes.RECIPE_V10 and data.GroupDataset([], 1, seed=0).flags["recipe10"]
         assert [data.variant("noise", k) for k in range(4)] == ["gaussian", "shot", "impulse", "oversharpen"]
         assert "oversharpen" not in [data.variant("sharpness", k) for k in range(12)]
         hf = [_high_freq(data.finish(x, {"noise": (s, seed, 1.0)})) for s in (0.0, 0.5, 1.0)]
         assert hf[0] < hf[1] < hf[2], hf
-        expected = data._unsharp(x, 1.0, seed, data.RECIPE_V10, 10)
+        expected = filters.unsharp(x, 1.0, seed, recipes.RECIPE_V10, 10)
         clip = data.finish(x, {"noise": (1.0, seed, 1.0)})
         assert np.array_equal(clip, data.model_input(
             (expected.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()))
@@ -268,12 +268,12 @@ def test_recipe_11_changes_exposure_across_the_frame_one_side_more_than_the_othe
     with data.recipe_flags(on=True, recipe5=True):
         assert [data.variant("exposure", k) for k in range(2)] == ["stops", "offset"]
     with data.recipe_flags(on=True, recipe5=True, recipe11=True):
-        assert data.recipe()["recipe_v11"] == data.RECIPE_V11 and data.GroupDataset([], 1, seed=0).flags["recipe11"]
+        assert data.recipe()["recipe_v11"] == recipes.RECIPE_V11 and data.GroupDataset([], 1, seed=0).flags["recipe11"]
         seeds = [k for k in range(30) if data.variant("exposure", k) == "uneven"]
         assert len(seeds) == 10 and [data.variant("exposure", k) for k in range(3)] == ["stops", "offset", "uneven"]
         clean = data._photometric(x, {}).clamp(0, 1)
         for seed in seeds[:4]:
-            ramp = data._ramp(x, seed)
+            ramp = filters.ramp(x, seed)
             assert float(ramp.min()) == pytest.approx(0, abs=1e-6) and float(ramp.max()) == pytest.approx(1, abs=1e-6)
             lo, hi = ramp < 0.15, ramp > 0.85  # the unchanged edge and the most changed one
             for d in (-1.0, 1.0):
@@ -282,7 +282,7 @@ def test_recipe_11_changes_exposure_across_the_frame_one_side_more_than_the_othe
                 far = [float(c[:, hi].mean()) for c in change]
                 assert far[0] > 0.03 and far[1] > far[0] * 1.3, (seed, d, far)
                 assert float(change[1][:, lo].mean()) < far[1] / 5, (seed, d)
-        assert len({round(float(data._ramp(x, k)[0, 0]), 3) for k in seeds}) > 3  # directions differ by seed
+        assert len({round(float(filters.ramp(x, k)[0, 0]), 3) for k in seeds}) > 3  # directions differ by seed
         manifest = {"recipe": data.recipe()}
         data.EXTRA_FAMILIES["recipe11"] = False
         data.use_recipe_of(manifest)

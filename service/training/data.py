@@ -14,19 +14,17 @@ judgments rather than absolute looks.
 
 from __future__ import annotations
 
-import io
 import math
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from service.ingest.views import render_array
 from service.model.criteria import CRITERIA, CRITERION_DIMENSION  # noqa: F401 - re-exported for training code
-from service.training import recipes
+from service.training import filters, recipes
 from service.training.recipes import (CLIP_SIZES, EXTRA_FAMILIES, RECIPE, RECIPE_V4, RECIPE_V5, RECIPE_V6,
-                                      RECIPE_V7, RECIPE_V8, RECIPE_V9, RECIPE_V10, RECIPE_V11, VIEWS, VP_CRITERIA, T)
+                                      RECIPE_V7, RECIPE_V9, RECIPE_V10, RECIPE_V11, VIEWS, VP_CRITERIA, T)
 
 # what the training code has always imported from here (recipes.py holds them now)
 recipe, recipe_flags, use_recipe_of = recipes.recipe, recipes.recipe_flags, recipes.use_recipe_of
@@ -128,53 +126,6 @@ def _grid(cam: dict, edits: dict) -> torch.Tensor:
     return torch.stack([2 * x / sw - 1, 2 * y / sh - 1], dim=-1).float()
 
 
-def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-
-
-def _aniso_blur(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    """Recipe 4: an elongated Gaussian (major axis `sigma` px, minor 0.1-0.4 of it, random angle), a smooth
-    directional softness (not the uniform line kernel of the held-out motion blur)."""
-    g = np.random.default_rng([int(seed), 4])
-    ang, ratio = g.uniform(0, math.pi), g.uniform(*RECIPE_V4["aniso_ratio"])
-    s1, s2 = sigma, max(0.3, sigma * ratio)
-    r = max(1, int(math.ceil(3 * s1)))
-    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-    u, v = xx * math.cos(ang) + yy * math.sin(ang), -xx * math.sin(ang) + yy * math.cos(ang)
-    k = torch.exp(-0.5 * ((u / s1) ** 2 + (v / s2) ** 2))
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k.expand(c, 1, -1, -1).contiguous(), groups=c)
-
-
-def _disc_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
-    """Defocus: a uniform disc kernel (anti-aliased edge) of the given radius in pixels."""
-    r = int(math.ceil(radius))
-    yy, xx = torch.meshgrid(torch.arange(-r, r + 1.0), torch.arange(-r, r + 1.0), indexing="ij")
-    k = (radius + 0.5 - (xx * xx + yy * yy).sqrt()).clamp(0, 1)
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k.expand(c, 1, -1, -1).contiguous(), groups=c)
-
-
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-
-
-def _ramp(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """Recipe 11: 0 on one edge of the frame, 1 on the opposite one, linear in a direction drawn from the seed."""
-    _, _, h, w = x.shape
-    a = np.random.default_rng([seed, 11]).uniform(0, 2 * math.pi)
-    c, s = math.cos(a), math.sin(a)
-    t = torch.linspace(-1, 1, w)[None] * c + torch.linspace(-1, 1, h)[:, None] * s
-    return (t / (abs(c) + abs(s)) + 1) / 2
-
-
 def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
     """Global colour/tone edits on float frames [T, 3, h, w] in 0..1."""
     if "exposure" in edits:
@@ -183,7 +134,7 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
         if kind == "offset":  # lifted / crushed: a brightness offset, clipped
             x = (x + d * s * RECIPE["offset"]).clamp(0, 1)
         else:
-            stops = d * s * (RECIPE_V11["uneven_stops"] * _ramp(x, seed) if kind == "uneven" else _exposure_stops())
+            stops = d * s * (RECIPE_V11["uneven_stops"] * filters.ramp(x, seed) if kind == "uneven" else _exposure_stops())
             x = (x.clamp(0, 1) ** 2.2 * 2 ** stops).clamp(0, 1) ** (1 / 2.2)
     if "contrast" in edits:
         s, seed, d = edits["contrast"]
@@ -191,7 +142,7 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
             y = x.clamp(0, 1)
             x = y + d * s * (y * y * (3 - 2 * y) - y) * 2.0
         else:
-            m = _luma(x).mean()
+            m = filters.luma(x).mean()
             f = 1 - RECIPE["contrast_low"] * s if d < 0 else 1 + RECIPE["contrast_high"] * s
             x = m + (x - m) * f
     if "color_cast" in edits:
@@ -206,7 +157,7 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
             x = x * torch.from_numpy(np.exp(RECIPE["cast"] * s * v)).float().view(1, 3, 1, 1)
     if "saturation" in edits:
         s, _, d = edits["saturation"]
-        y = _luma(x)
+        y = filters.luma(x)
         f = 1 - RECIPE["sat_low"] * s if d < 0 else 1 + RECIPE["sat_high"] * s
         x = y + (x - y) * f
     if "temporal_flicker" in edits:
@@ -225,34 +176,6 @@ def _photometric(x: torch.Tensor, edits: dict) -> torch.Tensor:
             gain = 1 + (gain - 1) * ramp * 1.6
         x = x * gain
     return x
-
-
-def _compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0, hevc: bool = False) -> np.ndarray:
-    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing. With
-    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused; with `hevc`
-    (recipe 6), libx265 at the CRF."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska" if mpeg2_q or hevc else "mp4") as c:
-        codec = "mpeg2video" if mpeg2_q else "libx265" if hevc else "libx264"
-        st = c.add_stream(codec, rate=24 if mpeg2_q else 8)  # MPEG-2: a legal rate
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        if mpeg2_q:
-            st.codec_context.qmin = st.codec_context.qmax = int(mpeg2_q)
-            st.options = {"threads": "1"}
-        elif hevc:
-            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast",
-                          "x265-params": "log-level=none:pools=none:frame-threads=1"}
-        else:
-            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
-        for f in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    buf.seek(0)
-    with av.open(buf) as c:
-        out = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    return out[:len(frames)]
 
 
 def camera_frames(levels: list, cam: dict, edits: dict) -> torch.Tensor:
@@ -274,20 +197,20 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         kind = variant("sharpness", seed)
         if kind == "defocus_disc":
             if s * RECIPE["disc_radius"] > 0.5:
-                x = _disc_blur(x, s * RECIPE["disc_radius"])
+                x = filters.disc_blur(x, s * RECIPE["disc_radius"])
         elif kind == "anisotropic":
             if s * RECIPE_V4["aniso_sigma"] > 0.3:
-                x = _aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
+                x = filters.aniso_blur(x, s * RECIPE_V4["aniso_sigma"], seed)
         elif kind == "oversharpen":  # recipe 9: an unsharp mask, the halos of a sharpening pass
-            x = _unsharp(x, s, seed, RECIPE_V9, 9)
+            x = filters.unsharp(x, s, seed, RECIPE_V9, 9)
         elif s * RECIPE["blur_sigma"] > 0.15:
-            x = _gauss_blur(x, s * RECIPE["blur_sigma"])
+            x = filters.gauss_blur(x, s * RECIPE["blur_sigma"])
     if edits.get("noise", (0,))[0] > 0:
         s, seed, _ = edits["noise"]
         g = torch.Generator().manual_seed(int(seed))
         kind = variant("noise", seed)
         if kind == "oversharpen":  # recipe 10: the same unsharp mask, counted as an artifact
-            x = _unsharp(x, s, seed, RECIPE_V10, 10)
+            x = filters.unsharp(x, s, seed, RECIPE_V10, 10)
         elif kind == "impulse":  # dead / hot pixels, salt and pepper
             u = torch.rand(T, 1, h, w, generator=g)
             hot = (torch.rand(T, 1, h, w, generator=g) < 0.5).float()
@@ -304,7 +227,7 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         frozen = np.random.default_rng(seed).permutation(np.arange(1, T))[:k]  # nested: more s ⊇ fewer
         kind = variant("frame_stutter", seed)
         if kind != "default":
-            clip = _partial_freeze(clip, frozen, kind, seed)
+            clip = filters.partial_freeze(clip, frozen, kind, seed)
         else:
             idx = np.arange(T)
             for t in range(1, T):
@@ -317,36 +240,10 @@ def finish(x: torch.Tensor, edits: dict) -> np.ndarray:
         lo, hi = RECIPE_V6["hevc_crf"] if kind == "hevc" else RECIPE["crf"]
         qlo, qhi = RECIPE_V4["mpeg2_q"]
         q = int(round(qlo + s * (qhi - qlo))) if kind == "mpeg2" else 0
-        clip = _compress(np.ascontiguousarray(clip), lo + s * (hi - lo), mpeg2_q=q, hevc=kind == "hevc")
+        clip = filters.compress(np.ascontiguousarray(clip), lo + s * (hi - lo), mpeg2_q=q, hevc=kind == "hevc")
     if "delivery" in edits:  # the same delivery encode for every clip of the group (not an edit)
-        clip = _compress(np.ascontiguousarray(clip), edits["delivery"][0])
+        clip = filters.compress(np.ascontiguousarray(clip), edits["delivery"][0])
     return model_input(clip)
-
-
-def _unsharp(x: torch.Tensor, s: float, seed: int, part: dict, tag: int) -> torch.Tensor:
-    """An unsharp mask (recipes 9 and 10): amount s * part's amount at a per-pattern sigma: halos, crunchy texture."""
-    sigma = float(np.random.default_rng([int(seed), tag]).uniform(*part["oversharpen_sigma"]))
-    return x + s * part["oversharpen_amount"] * (x - _gauss_blur(x, sigma))
-
-
-def _partial_freeze(clip: np.ndarray, frozen: np.ndarray, kind: str, seed: int) -> np.ndarray:
-    """Recipe 8: in each frozen frame only PART of the picture is late and keeps what the previous frame
-    showed: the rows below a tear line ("tear") or scattered macroblocks ("stale_blocks"). The region of
-    frame t is drawn whether or not t is frozen, so a stronger edit freezes a superset of a weaker one's."""
-    _, h, w, _ = clip.shape
-    g = np.random.default_rng([int(seed), 8])
-    out = clip.copy()
-    b = RECIPE_V8["stale_block"]
-    for t in range(1, T):
-        if kind == "tear":
-            mask = np.arange(h) >= int(g.uniform(*RECIPE_V8["tear_rows"]) * h)
-            region = np.broadcast_to(mask[:, None], (h, w))
-        else:
-            blocks = g.random((-(-h // b), -(-w // b))) < RECIPE_V8["stale_p"]
-            region = np.kron(blocks, np.ones((b, b), dtype=bool))[:h, :w].astype(bool)
-        if t in frozen:
-            out[t][region] = out[t - 1][region]
-    return out
 
 
 def _noise_sigma() -> float:

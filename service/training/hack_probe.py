@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from service.model.network import DIMENSIONS
-from service.training import data
+from service.training import data, filters
 from service.training.evaluate import EVAL_SEED, embed_groups
 from service.training.heldout import STRONG
 
@@ -29,17 +29,17 @@ PROBE_SEED = EVAL_SEED + 7
 
 
 def _saturate(x: torch.Tensor, s: float) -> torch.Tensor:  # x1.4 / x1.8 chroma around the luma
-    y = data._luma(x)
+    y = filters.luma(x)
     return y + (x - y) * (1 + 0.8 * s)
 
 
 def _contrast(x: torch.Tensor, s: float) -> torch.Tensor:  # x1.3 / x1.6 around the clip's mean luma
-    m = data._luma(x).mean()
+    m = filters.luma(x).mean()
     return m + (x - m) * (1 + 0.6 * s)
 
 
 def _oversharpen(x: torch.Tensor, s: float) -> torch.Tensor:  # unsharp mask, sigma 1.5 px, amount 1.5 / 3
-    return x + 3.0 * s * (x - data._gauss_blur(x, 1.5))
+    return x + 3.0 * s * (x - filters.gauss_blur(x, 1.5))
 
 
 PROBES = {"saturation": _saturate, "contrast": _contrast, "oversharpen": _oversharpen,

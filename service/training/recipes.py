@@ -100,7 +100,8 @@ RECIPE_V10 = {"noise": ["gaussian", "shot", "impulse", "oversharpen"], "overshar
 # every exposure edit was global, and the model barely saw a held-out vignette (VA logit −0.08 on the val photos'
 # renders, 43 % right; 41 % on test2). The held-out vignette (a radial falloff from the centre) stays an unseen
 # family; that both change brightness by position is what any held-out table with recipe 11 must say.
-# Measured as a fine-tune of 2.5.0: the vignette gets worse (test2 41.0 -> 34.7 %), and it loses the selection rule.
+# Measured as a fine-tune of 2.5.0: no effect on the vignette against a same-seed control (every fine-tune, this
+# one included, drops it from 41 to 28-35 % on test2), and it loses the selection rule (not shipped).
 RECIPE_V11 = {"exposure": ["stops", "offset", "uneven"], "uneven_stops": 3.0}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),

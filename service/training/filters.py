@@ -62,23 +62,17 @@ def ramp(x: torch.Tensor, seed: int) -> torch.Tensor:
     return (t / (abs(c) + abs(s)) + 1) / 2
 
 
-def compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0, hevc: bool = False) -> np.ndarray:
-    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing. With
-    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused; with `hevc`
-    (recipe 6), libx265 at the CRF."""
+def round_trip(frames: np.ndarray, codec: str, *, container: str, rate: int, options: dict,
+               pix_fmt: str = "yuv420p", qscale: int = 0) -> np.ndarray:
+    """Encode uint8 frames [T, h, w, 3] with a real codec and decode them again: the codec's own artifacts.
+    `qscale` > 0 fixes the quantiser scale (qmin = qmax) for the codecs that have one."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="matroska" if mpeg2_q or hevc else "mp4") as c:
-        codec = "mpeg2video" if mpeg2_q else "libx265" if hevc else "libx264"
-        st = c.add_stream(codec, rate=24 if mpeg2_q else 8)  # MPEG-2: a legal rate
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        if mpeg2_q:
-            st.codec_context.qmin = st.codec_context.qmax = int(mpeg2_q)
-            st.options = {"threads": "1"}
-        elif hevc:
-            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast",
-                          "x265-params": "log-level=none:pools=none:frame-threads=1"}
-        else:
-            st.options = {"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"}
+    with av.open(buf, "w", format=container) as c:
+        st = c.add_stream(codec, rate=rate)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        if qscale:
+            st.codec_context.qmin = st.codec_context.qmax = int(qscale)
+        st.options = options
         for f in frames:
             for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
@@ -86,8 +80,22 @@ def compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0, hevc: bool = Fals
             c.mux(p)
     buf.seek(0)
     with av.open(buf) as c:
-        out = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
-    return out[:len(frames)]
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])[:len(frames)]
+
+
+def compress(frames: np.ndarray, crf: float, mpeg2_q: int = 0, hevc: bool = False) -> np.ndarray:
+    """Real H.264 round trip (libx264, yuv420p) at the given CRF: blocking, ringing, smearing. With
+    `mpeg2_q` (recipe 4), MPEG-2 at that fixed quantiser scale (2..31) instead and crf is unused; with `hevc`
+    (recipe 6), libx265 at the CRF."""
+    if mpeg2_q:  # MPEG-2 needs a legal frame rate
+        return round_trip(frames, "mpeg2video", container="matroska", rate=24, options={"threads": "1"},
+                          qscale=mpeg2_q)
+    if hevc:
+        return round_trip(frames, "libx265", container="matroska", rate=8,
+                          options={"crf": f"{crf:.1f}", "preset": "ultrafast",
+                                   "x265-params": "log-level=none:pools=none:frame-threads=1"})
+    return round_trip(frames, "libx264", container="mp4", rate=8,
+                      options={"crf": f"{crf:.1f}", "preset": "ultrafast", "tune": "zerolatency", "threads": "1"})
 
 
 def unsharp(x: torch.Tensor, s: float, seed: int, part: dict, tag: int) -> torch.Tensor:

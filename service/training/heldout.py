@@ -14,10 +14,8 @@ calibration error of the edited dimension's probability.
 
 from __future__ import annotations
 
-import io
 import math
 
-import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from service.model.network import DIMENSIONS
 from service.training.data import _camera  # the same camera model as training
 from service.training.data import T, model_input
+from service.training.filters import round_trip
 
 HELDOUT_SEED = 20260202
 STRONG = math.log(4.0)  # |logit| > log 4  <=>  P outside [0.2, 0.8]
@@ -69,26 +68,13 @@ def _to_u8(x: torch.Tensor) -> np.ndarray:
 
 
 def _codec(frames: np.ndarray, codec: str, s: float) -> np.ndarray:
-    buf = io.BytesIO()
-    h, w = frames.shape[1:3]
-    with av.open(buf, "w", format="matroska") as c:
-        st = c.add_stream(codec, rate=8)
-        st.width, st.height = w, h
-        st.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        if codec == "libvpx-vp9":
-            st.options = {"crf": f"{int(20 + 43 * s)}", "b": "0", "deadline": "realtime", "cpu-used": "8",
-                          "threads": "1"}
-        else:  # mpeg4 / mjpeg: fixed quantiser scale 2 (near clean) .. 31 (coarsest)
-            st.codec_context.qmin = st.codec_context.qmax = int(round(2 + 29 * s))
-            st.options = {"threads": "1"}
-        for f in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    buf.seek(0)
-    with av.open(buf) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])[:len(frames)]
+    if codec == "libvpx-vp9":
+        return round_trip(frames, codec, container="matroska", rate=8,
+                          options={"crf": f"{int(20 + 43 * s)}", "b": "0", "deadline": "realtime", "cpu-used": "8",
+                                   "threads": "1"})
+    # mpeg4 / mjpeg: fixed quantiser scale 2 (near clean) .. 31 (coarsest)
+    return round_trip(frames, codec, container="matroska", rate=8, options={"threads": "1"},
+                      pix_fmt="yuvj420p" if codec == "mjpeg" else "yuv420p", qscale=int(round(2 + 29 * s)))
 
 
 def _motion_blur(x: torch.Tensor, s: float, seed: int) -> torch.Tensor:

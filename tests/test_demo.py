@@ -3,8 +3,9 @@
 The example pair is a clean clip of a shipped photo vs the same clip with heavy sensor noise: a fidelity
 defect. The shipped model must prefer the clean clip clearly on VF (P > 0.9) and overall (P > 0.65), and
 must not claim a strong preference on the dimensions noise does not touch (VA, VP): P within [0.2, 0.8]
-(issue 10's "off-target strong move" threshold). 2.5.0 gives VF 0.995, overall 0.872, VA 0.636, VP 0.486
-(2.4.0: VF 0.991, overall 0.866, VA 0.616, VP 0.598; 2.3.0: VF 0.986, overall 0.823, VA 0.605, VP 0.473;
+(issue 10's "off-target strong move" threshold). 2.6.0 gives VF 0.997, overall 0.910, VA 0.607, VP 0.647
+(2.5.0: VF 0.995, overall 0.872, VA 0.636, VP 0.486; 2.4.0: VF 0.991, overall 0.866, VA 0.616, VP 0.598;
+2.3.0: VF 0.986, overall 0.823, VA 0.605, VP 0.473;
 2.2.1: VF 0.971, overall 0.764, VA 0.568, VP 0.436; 2.2.0: VF 0.981, overall 0.778, VA 0.558, VP 0.397): the
 native-resolution fragments see the noise. 2.1.0, which saw frames only at 128 px, gave VF 0.551 and
 overall 0.515, and would fail this bar (service/model/README.md, "Proxy 2.2.0"). Runs the real command:

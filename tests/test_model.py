@@ -441,7 +441,7 @@ def test_layout_pooling_starts_from_the_checkpoint_it_fine_tunes_and_keeps_the_c
 
 def test_eval_refuses_to_ablate_a_grid_the_checkpoint_does_not_have(capsys):
     """aesrm-eval --ablate-layout zeroes the position-aware grid to measure what it contributes; on a
-    checkpoint without one (the shipped 2.5.0) it must say so instead of scoring the unchanged model."""
+    checkpoint without one (the shipped 2.6.0) it must say so instead of scoring the unchanged model."""
     from service.training.evaluate import main
 
     with pytest.raises(SystemExit) as exc:

@@ -5,17 +5,18 @@ import inspect
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, manifest_path
 from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
 from service.training.recipes import recipe_flags
-from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, PLASMA_PHOTOS,
-                                      RESERVED_PACKAGES, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES, VAL_SOURCES,
-                                      _split_of)
+from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, GCOMPRIS_TRAIN_PHOTOS,
+                                      PLASMA_PHOTOS, RESERVED_PACKAGES, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES,
+                                      VAL_SOURCES, _split_of)
 
-CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS
+CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS
 
 
 def test_catalogue_ids_unique_and_disjoint_from_default():
@@ -47,6 +48,25 @@ def test_split_is_fixed_by_name():
     assert {split[p.id] for p in GCOMPRIS_PHOTOS} == {"val"}
     assert {i for i, s in split.items() if s == "test2"} == set(TEST2_SOURCES) and len(TEST2_SOURCES) == 49
     assert split["newpkg/new-photo"] == "train"
+    assert {split[p.id] for p in GCOMPRIS_TRAIN_PHOTOS} == {"train"} and len(GCOMPRIS_TRAIN_PHOTOS) == 33
+
+
+def test_recipe_12_alone_decides_whether_the_more_train_photos_load(monkeypatch):
+    """load_sources() follows the recipe (recipe 12 on or off) unless told; the shipped recipe's photo set does not
+    change, so every earlier checkpoint's data_hash still describes what load_sources() returns for it."""
+    seen = []
+    monkeypatch.setattr(sources, "_fetch_deb", lambda root: root)
+    monkeypatch.setattr(sources, "_pick_plasma_image", lambda folder: folder)
+    monkeypatch.setattr(sources, "_fetch_wheel", lambda root: root)
+    monkeypatch.setattr(sources, "_fetch_extra", lambda root, ph: root / ph.id)
+    monkeypatch.setattr(sources, "_load_entries", lambda root, entries: seen.append([e[0] for e in entries]))
+    train = {p.id for p in GCOMPRIS_TRAIN_PHOTOS}
+    for flags, kwargs, more in (({}, {}, False), ({"recipe12": True}, {}, True),
+                                ({"recipe12": True}, {"more_train": False}, False), ({}, {"more_train": True}, True)):
+        with recipe_flags(**{"recipe12": False, **flags}):
+            sources.load_sources(**kwargs)
+        assert (train <= set(seen[-1])) is more and (not train & set(seen[-1])) is (not more), (flags, kwargs)
+        assert len(seen[-1]) == 69 + 33 * more
 
 
 def test_recipe_uses_them_and_1x_set_still_reachable():
@@ -83,23 +103,39 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     root = tmp_path / "sources" / "extra" / photo.package / "x"
     bundle = (root / photo.member.split("::")[0]).read_bytes()
     checked = 0
-    for prefix in (sources._GC_M, sources._GC_A, sources._GC_F):  # every recorded licence, from its bundle
+    every = GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS
+    for prefix in (sources._GC_M, sources._GC_A, sources._GC_F, sources._GC_E):  # every recorded licence
         name, folder = prefix.split("::")
         readme = read_resource((root / name).read_bytes(), folder + "README").decode()
         blocks = {f: block for block in readme.split("\n\n") for f in block.split() if f.endswith(".webp")}
-        for p in (p for p in GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS if p.member.startswith(prefix)):
+        for p in (p for p in every if p.member.startswith(prefix)):
             block = blocks[p.member[len(prefix):]]
-            lic, author = p.license.split(" (")[0], p.license.split(" (")[1].split(", Wikimedia")[0]
-            assert f"Copyright: {author}\n" in block and "commons.wikimedia.org" in block, (p.id, block)
-            assert f"License: {'Public Domain' if lic == 'public domain' else lic}\n" in block, (p.id, block)
+            lic, (author, site) = p.license.split(" (")[0], p.license.split(" (")[1].rstrip(")").rsplit(", ", 1)
+            assert f"Copyright: {author}" in block, (p.id, block)
+            assert {"Wikimedia Commons": "commons.wikimedia.org", "Flickr": "www.flickr.com"}[site] in block, p.id
+            said = block.split("License: ")[1].split("\n")[0].lower().replace(" ", "-")
+            assert said == lic.lower().replace(" ", "-"), (p.id, block)
             checked += 1
-    assert checked == len(GCOMPRIS_PHOTOS) + len(GCOMPRIS_TEST2_PHOTOS) == 16 + 49
+    assert checked == len(every) == 16 + 49 + 33
     test2 = sources.load_test2_sources(tmp_path)  # every second-test photo decodes, from the same bundles
     assert [s.id for s in test2] == list(TEST2_SOURCES) and {s.split for s in test2} == {"test2"}
     for s in test2:
         h, w = s.levels[0].shape[:2]
         assert max(h, w) >= 512 and min(h, w) >= 256 and s.levels[0].std() > 20, (s.id, s.levels[0].shape)
         assert s.levels[1].shape[0] == h // 2
+    more = sources.load_sources(tmp_path, more_train=True)  # recipe 12's train photos decode, are train, and are
+    extra = [s for s in more if s.id in {p.id for p in GCOMPRIS_TRAIN_PHOTOS}]  # no copy of a val / test photo
+    assert len(extra) == 33 and {s.split for s in extra} == {"train"}
+
+    def thumb(s):  # a 24 x 24 grey thumbnail, normalised: near 1.0 against the same picture however it is cut
+        g = s.levels[1].astype(np.float64).mean(2)
+        t = g[np.linspace(0, g.shape[0] - 1, 24).astype(int)][:, np.linspace(0, g.shape[1] - 1, 24).astype(int)]
+        return (t - t.mean()).ravel() / np.linalg.norm(t - t.mean())
+    held = np.stack([thumb(s) for s in more + test2 if s.split != "train"])
+    for s in extra:
+        h, w = s.levels[0].shape[:2]
+        assert max(h, w) >= 768 and min(h, w) >= 400 and s.levels[0].std() > 20, (s.id, s.levels[0].shape)
+        assert (held @ thumb(s)).max() < 0.9, s.id
     from service.training.evaluate import main
 
     monkeypatch.setenv("AESRM_DATA_DIR", str(tmp_path))  # the bundle fetched above, nothing else

@@ -17,13 +17,14 @@ from service.contract import describe_views
 from service.model.network import DIMENSIONS, AesRMProxy, ProxyConfig
 
 MODEL_ID = "aesrm-proxy"
-VERSION = "2.5.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
+VERSION = "2.6.0"  # the shipped checkpoint (Triton configs carry the same, test_triton_configs checks)
 # what a training run with this code writes (2.2.0: the fragments view; 2.2.1: seed 1235; 2.3.0: 2.2.1
 # fine-tuned on recipes 4 + 5, `aesrm-train --init <2.2.1> --extra-families --recipe-5 --epochs 4 --lr 1e-3`;
 # 2.4.0: 2.3.0 fine-tuned on recipes 4 + 5 + 6, the same command with --init <2.3.0> --recipe-6; 2.5.0: 2.4.0
-# fine-tuned on recipes 4-7, the same command with --init <2.4.0> --recipe-6 --recipe-7 --seed 1236; a run
+# fine-tuned on recipes 4-7, the same command with --init <2.4.0> --recipe-6 --recipe-7 --seed 1236; 2.6.0: 2.5.0
+# fine-tuned on recipes 4-7 with recipe 12's 33 more train photos, --init <2.5.0> --recipe-12 --seed 1237; a run
 # without --init writes the first stage, 2.2.1's weights, under this number too)
-TRAINED_VERSION = "2.5.0"
+TRAINED_VERSION = "2.6.0"
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 DEFAULT_CHECKPOINT: Path = CHECKPOINT_DIR / "aesrm-proxy-v2.pt"
 

@@ -1,5 +1,5 @@
 """What shapes the training data: the shipped recipe (RECIPE, hashed into every manifest's data_hash) and the
-opt-in recipes 4-11 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
+opt-in recipes 4-12 measured on top of it, switched by EXTRA_FAMILIES. service.training.data renders them
 (and re-exports these names); a checkpoint's manifest records which were on (use_recipe_of)."""
 
 from __future__ import annotations
@@ -103,10 +103,17 @@ RECIPE_V10 = {"noise": ["gaussian", "shot", "impulse", "oversharpen"], "overshar
 # Measured as a fine-tune of 2.5.0: no effect on the vignette against a same-seed control (every fine-tune, this
 # one included, drops it from 41 to 28-35 % on test2), and it loses the selection rule (not shipped).
 RECIPE_V11 = {"exposure": ["stops", "offset", "uneven"], "uneven_stops": 3.0}
+# Opt-in recipe 12 (`aesrm-train --recipe-12`; service/model/README.md, "Recipe 12"): no new edit, more photos.
+# Training read 41 photos; recipe 12 adds sources.GCOMPRIS_TRAIN_PHOTOS (33 real Wikimedia photos out of GCompris's
+# bundles: 30 animals at 1920x1080, 3 monuments) to the train split. Steps per epoch do not change, so a run sees
+# as many groups as without it, spread over 74 photos. Val and test photos do not change. In 2.6.0 (2.5.0
+# fine-tuned with it won the selection rule; its same-seed control without it did not).
+RECIPE_V12 = {"train_photos": "sources.GCOMPRIS_TRAIN_PHOTOS", "train_photo_count": 33}
 # Which EXTRA_FAMILIES flag adds which part to recipe(), and so to a checkpoint manifest's "recipe"
 _PARTS = {"on": ("recipe_v4", RECIPE_V4), "recipe5": ("recipe_v5", RECIPE_V5), "recipe6": ("recipe_v6", RECIPE_V6),
           "recipe7": ("recipe_v7", RECIPE_V7), "recipe8": ("recipe_v8", RECIPE_V8), "recipe9": ("recipe_v9", RECIPE_V9),
-          "recipe10": ("recipe_v10", RECIPE_V10), "recipe11": ("recipe_v11", RECIPE_V11)}
+          "recipe10": ("recipe_v10", RECIPE_V10), "recipe11": ("recipe_v11", RECIPE_V11),
+          "recipe12": ("recipe_v12", RECIPE_V12)}
 EXTRA_FAMILIES = dict.fromkeys(_PARTS, False)
 VP_CRITERIA = tuple(k for k, dim in enumerate(CRITERION_DIMENSION) if dim == "VP")  # recipe 5's shared defects
 
@@ -139,7 +146,7 @@ def recipe_flags(**flags: bool):
 
 
 def recipe() -> dict:
-    """What shapes the data now: RECIPE, plus RECIPE_V4 to V11 when they are on (hashed into data_hash)."""
+    """What shapes the data now: RECIPE, plus RECIPE_V4 to V12 when they are on (hashed into data_hash)."""
     if not any(EXTRA_FAMILIES.values()):
         return RECIPE
     return {**RECIPE, **{key: part for flag, (key, part) in _PARTS.items() if EXTRA_FAMILIES[flag]}}

@@ -23,6 +23,7 @@ import numpy as np
 
 from service.ingest.frames import fit_array
 from service.training.qt_rcc import read_resource
+from service.training.recipes import EXTRA_FAMILIES
 
 DEB_PACKAGE = "plasma-workspace-wallpapers"
 DEB_VERSION = "4:5.27.5-2"
@@ -133,10 +134,11 @@ _GC_F = _GC_R + "explore_farm_animals.rcc::gcompris/src/activities/explore_farm_
 
 
 def _gcompris(*rows: tuple) -> tuple[ExtraPhoto, ...]:
-    """(id, bundle folder, file, licence, author, what it shows) rows of the bundles' resource README."""
+    """(id, bundle folder, file, licence, author, what it shows[, where it was published: Wikimedia Commons unless
+    named]) rows of the bundles' resource README."""
     return tuple(ExtraPhoto(f"gcompris/{sid}", "rcc", _GC, _GC_V, folder + member,
-                            f"{lic} ({author}, Wikimedia Commons)", what)
-                 for sid, folder, member, lic, author, what in rows)
+                            f"{lic} ({author}, {site[0] if site else 'Wikimedia Commons'})", what)
+                 for sid, folder, member, lic, author, what, *site in rows)
 
 
 # Validation photos added after 2.4.0 (VAL_SOURCES): Wikimedia Commons photos that GCompris ships (1024 px WebP)
@@ -252,6 +254,60 @@ GCOMPRIS_TEST2_PHOTOS = _gcompris(
     ("pig", _GC_F, "pig.webp", "public domain", "Teinesavaii", "piglet on a lawn"),
     ("sheep", _GC_F, "sheep.webp", "CC0-1.0", "Rob Mitchell", "sheep on a grass slope"))
 TEST2_SOURCES = tuple(p.id for p in GCOMPRIS_TEST2_PHOTOS)
+# Recipe 12's train photos (after 2.5.0; `aesrm-train --recipe-12`, recipes.RECIPE_V12): the GCompris "erase"
+# activity's 1920x1080 animal photos (Wikimedia Commons, one from the US National Park Service's Flickr; CC-BY-SA,
+# CC-BY, CC0 or public domain, author per file in
+# the bundle's README; GCompris cropped and lightly sharpened them) and the explore_monuments bundle's three CC-BY-SA
+# photos that the val / test2 lists left out. Train only: no val or test photo changes. Left out: the three erase
+# photos whose README says "non-linear rescaling" (butterfly, nubian_ibex, penguin: a warped photo is no clean
+# reference), and the details bundle (puzzle backgrounds of at most 680 px, four of monuments that val / test2 show).
+_GC_E = _GC_R + "erase.rcc::gcompris/src/activities/erase/resource/"
+GCOMPRIS_TRAIN_PHOTOS = _gcompris(
+    ('erase-alpaca', _GC_E, "alpaca.webp", 'CC-BY-SA-4.0', 'Dietmar Rabich', 'alpaca head, trees behind'),
+    ('erase-bee', _GC_E, "bee.webp", 'CC-BY-2.0', 'aussiegall', 'bee at quince blossom, orange bokeh'),
+    ('erase-calf', _GC_E, "calf.webp", 'CC-BY-SA-4.0', 'Basile Morin', "calf's head, close-up"),
+    ('erase-camels', _GC_E, "camels.webp", 'CC-BY-SA-4.0', 'Alexandr frolov', 'two Bactrian camels on a steppe'),
+    ('erase-caterpillar', _GC_E, "caterpillar.webp", 'CC-BY-SA-4.0', 'Ivar Leidus',
+     'swallowtail caterpillar on a stem, sky'),
+    ('erase-chamaeleon', _GC_E, "chamaeleon.webp", 'CC-BY-3.0', 'Benny Trapp', 'chameleon on a twig, foliage'),
+    ('erase-cheetah', _GC_E, "cheetah.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp', 'cheetah lying in grass'),
+    ('erase-crab', _GC_E, "crab.webp", 'CC0-1.0', 'Nosferattus', 'red crab on grey rock'),
+    ('erase-dolphin', _GC_E, "dolphin.webp", 'CC-BY-SA-4.0', 'טל שמע', 'dolphin under water, sun rays'),
+    ('erase-flying-fox', _GC_E, "flying_fox.webp", 'CC-BY-SA-4.0', 'Andrew Mercer',
+     'flying fox in flight, backlit trees'),
+    ('erase-gibbon', _GC_E, "gibbon.webp", 'CC-BY-3.0', 'JJ Harrison', 'gibbon hanging in a tree'),
+    ('erase-giraffe', _GC_E, "giraffe.webp", 'public domain', 'Sergio Cambelo', 'giraffe head and neck, trees'),
+    ('erase-goat', _GC_E, "goat.webp", 'CC-BY-SA-4.0', 'JoachimKohlerBremen',
+     'black-necked goat on a rock, mountains'),
+    ('erase-gorilla', _GC_E, "gorilla.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp', 'mountain gorilla in foliage'),
+    ('erase-gosling', _GC_E, "gosling.webp", 'CC-BY-SA-4.0', 'Stephan Sprinz', 'gosling on a path, grass'),
+    ('erase-heron', _GC_E, "heron.webp", 'CC-BY-SA-4.0', 'Stephan Sprinz', 'purple heron in flight'),
+    ('erase-horse', _GC_E, "horse.webp", 'CC-BY-SA-4.0', 'Eatcha', 'pony on a plain, snowy mountains'),
+    ('erase-kingfisher', _GC_E, "kingfisher.webp", 'CC0-1.0', 'Frank-2.0', 'kingfisher on a mossy branch'),
+    ('erase-kitten', _GC_E, "kitten.webp", 'CC-BY-2.0', 'GalgenTX', 'kitten on a wooden step, garden'),
+    ('erase-long-nosed-monkey', _GC_E, "long_nosed_monkey.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp',
+     'proboscis monkey with its baby, foliage'),
+    ('erase-macaque', _GC_E, "macaque.webp", 'CC-BY-SA-4.0', 'PJeganathan', 'bonnet macaque, green background'),
+    ('erase-meerkats', _GC_E, "meerkats.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp',
+     'three meerkats on red sand, warm light'),
+    ('erase-northern-harrier', _GC_E, "northern_harrier.webp", 'CC-BY-SA-4.0', 'Frank Schulenburg',
+     'harrier in flight, blurred hills'),
+    ('erase-pika', _GC_E, "pika.webp", 'public domain', 'NPS Climate Change Response',
+     'pika on a rock with a plant stem', "Flickr"),
+    ('erase-red-panda', _GC_E, "red_panda.webp", 'CC0-1.0', 'Mathias Appel', 'red panda on a branch'),
+    ('erase-rhinoceros', _GC_E, "rhinoceros.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp',
+     'Indian rhinoceros on a river bank'),
+    ('erase-spoonbills', _GC_E, "spoonbills.webp", 'CC-BY-SA-4.0', 'Ryzhkov Sergey',
+     'two spoonbills wading, reflections'),
+    ('erase-squirrel', _GC_E, "squirrel.webp", 'CC-BY-SA-4.0', 'Роман Наумов', 'red squirrel on a tree trunk'),
+    ('erase-swans', _GC_E, "swans.webp", 'CC-BY-SA-4.0', 'Charles J. Sharp', 'swans and cygnets on dark water'),
+    ('erase-toucan', _GC_E, "toucan.webp", 'CC-BY-SA-4.0', 'LG Nyqvist', 'toucan on a mossy branch, bokeh'),
+    ("chichen-itza", _GC_M, "wonders/chichenItza.webp", "CC-BY-SA-4.0", "Daniel Schwen",
+     "stepped pyramid under a cloudy sky, lawn"),
+    ("christ-the-redeemer", _GC_M, "wonders/christTheRedeemer.webp", "CC-BY-SA-4.0", "Chensiyuan",
+     "statue on a peak above a city, haze"),
+    ("taj-mahal", _GC_M, "wonders/tajMahal.webp", "CC-BY-SA-4.0", "Yann",
+     "the Taj Mahal beyond a water channel, clouds"))
 # After 2.4.0 the GCompris photos joined val (val only: no training set changes). With 4 photos the selection
 # rule mostly measured those 4: VA per photo ranged 63-94 %, and one photo decided whether a candidate won
 # (service/model/README.md, "A wider validation set").
@@ -375,10 +431,12 @@ def _levels(rgb: np.ndarray) -> list:
     return [l0, l1]
 
 
-def load_sources(root: Path | None = None, extra: bool = True) -> list[Source]:
+def load_sources(root: Path | None = None, extra: bool = True, more_train: bool | None = None) -> list[Source]:
     """Fetch (once) and load all sources with their split; cached downscaled pyramids as .npz.
 
-    extra=False leaves out EXTRA_PHOTOS and GCOMPRIS_PHOTOS: the 17 sources of the 1.x checkpoints."""
+    extra=False leaves out EXTRA_PHOTOS and GCOMPRIS_PHOTOS: the 17 sources of the 1.x checkpoints.
+    more_train adds GCOMPRIS_TRAIN_PHOTOS (train split); None = as the current recipe says (recipe 12 on or off),
+    so a tool that set a checkpoint's recipe (use_recipe_of) loads that checkpoint's train photos."""
     root = Path(root or cache_dir()) / "sources"
     entries = []  # (id, package, version, license, member, file path)
     wp = _fetch_deb(root)
@@ -390,7 +448,8 @@ def load_sources(root: Path | None = None, extra: bool = True) -> list[Source]:
     for name, lic in SKIMAGE_PHOTOS.items():
         entries.append((f"skimage/{Path(name).stem}", WHEEL_PACKAGE, WHEEL_VERSION, lic,
                         f"skimage/data/{name}", sk / name))
-    for ph in (*EXTRA_PHOTOS, *GCOMPRIS_PHOTOS) if extra else ():
+    more = EXTRA_FAMILIES["recipe12"] if more_train is None else more_train
+    for ph in (*EXTRA_PHOTOS, *GCOMPRIS_PHOTOS, *(GCOMPRIS_TRAIN_PHOTOS if more else ())) if extra else ():
         entries.append((ph.id, ph.package, ph.version, ph.license, ph.member, _fetch_extra(root, ph)))
     return _load_entries(root, entries)
 

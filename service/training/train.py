@@ -237,7 +237,7 @@ RECIPE_OPTIONS = {
     "recipe5": "recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF groups share a "
                "plausibility defect on every side (measured: service/model/README.md)",
     "recipe6": "recipe 6: HEVC (libx265) joins the compression families (measured: service/model/README.md)",
-    "recipe7": "recipe 7: radial lens distortion joins the composition edits, a positional family (in 2.5.0; "
+    "recipe7": "recipe 7: radial lens distortion joins the composition edits, a positional family (in 2.5.0, 2.6.0; "
                "measured: service/model/README.md)",
     "recipe8": "recipe 8: tearing and stale macroblocks join the stutter edits, partial freezes that put two "
                "instants into one picture (measured: service/model/README.md)",
@@ -247,6 +247,8 @@ RECIPE_OPTIONS = {
                 "level (measured: service/model/README.md)",
     "recipe11": "recipe 11: uneven exposure (a change that grows across the frame) joins the exposure edits "
                 "(measured: service/model/README.md)",
+    "recipe12": "recipe 12: 33 more train photos (GCompris's Wikimedia animals and monuments), no new edit "
+                "(in 2.6.0; measured: service/model/README.md)",
 }
 
 
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                          "reviewed step: the shipped model and the Triton configs must change together")
     ap.add_argument("--init", help="start from this checkpoint's weights (fine-tuning) instead of random")
     ap.add_argument("--extra-families", action="store_true",
-                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 to 2.5.0: "
+                    help="recipe 4: anisotropic blur and MPEG-2 fidelity families (in 2.3.0 to 2.6.0: "
                          "service/model/README.md)")
     for flag, text in RECIPE_OPTIONS.items():
         ap.add_argument(f"--recipe-{flag.removeprefix('recipe')}", dest=flag, action="store_true", help=text)

@@ -51,6 +51,18 @@ def test_split_is_fixed_by_name():
     assert {split[p.id] for p in GCOMPRIS_TRAIN_PHOTOS} == {"train"} and len(GCOMPRIS_TRAIN_PHOTOS) == 33
 
 
+
+def test_the_shipped_manifest_records_recipe_12_photos_as_the_catalogue_does():
+    """2.6.0 trained on recipe 12: its manifest lists every one of those photos as train, with the licence and file
+    the catalogue records (what a user reads to attribute them), and no val / test photo as train."""
+    manifest = json.loads(manifest_path(DEFAULT_CHECKPOINT).read_text())
+    assert "recipe_v12" in manifest["recipe"]
+    train = {e["id"]: e for e in manifest["sources"]["train"]}
+    for p in GCOMPRIS_TRAIN_PHOTOS:
+        assert train[p.id]["license"] == p.license and train[p.id]["file"] == p.member, p.id
+    assert not set(train) & (set(VAL_SOURCES) | set(TEST_SOURCES) | set(TEST2_SOURCES))
+    assert len(train) == 41 + 33
+
 def test_recipe_12_alone_decides_whether_the_more_train_photos_load(monkeypatch):
     """load_sources() follows the recipe (recipe 12 on or off) unless told; the shipped recipe's photo set does not
     change, so every earlier checkpoint's data_hash still describes what load_sources() returns for it."""

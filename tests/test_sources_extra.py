@@ -51,7 +51,6 @@ def test_split_is_fixed_by_name():
     assert {split[p.id] for p in GCOMPRIS_TRAIN_PHOTOS} == {"train"} and len(GCOMPRIS_TRAIN_PHOTOS) == 33
 
 
-
 def test_the_shipped_manifest_records_recipe_12_photos_as_the_catalogue_does():
     """2.6.0 trained on recipe 12: its manifest lists every one of those photos as train, with the licence and file
     the catalogue records (what a user reads to attribute them), and no val / test photo as train."""
@@ -62,6 +61,7 @@ def test_the_shipped_manifest_records_recipe_12_photos_as_the_catalogue_does():
         assert train[p.id]["license"] == p.license and train[p.id]["file"] == p.member, p.id
     assert not set(train) & (set(VAL_SOURCES) | set(TEST_SOURCES) | set(TEST2_SOURCES))
     assert len(train) == 41 + 33
+
 
 def test_recipe_12_alone_decides_whether_the_more_train_photos_load(monkeypatch):
     """load_sources() follows the recipe (recipe 12 on or off) unless told; the shipped recipe's photo set does not
@@ -139,7 +139,7 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     extra = [s for s in more if s.id in {p.id for p in GCOMPRIS_TRAIN_PHOTOS}]  # no copy of a val / test photo
     assert len(extra) == 33 and {s.split for s in extra} == {"train"}
 
-    def thumb(s):  # a 24 x 24 grey thumbnail, normalised: near 1.0 against the same picture however it is cut
+    def thumb(s):  # a 24 x 24 grey thumbnail, normalised: near 1.0 against the same picture at any size
         g = s.levels[1].astype(np.float64).mean(2)
         t = g[np.linspace(0, g.shape[0] - 1, 24).astype(int)][:, np.linspace(0, g.shape[1] - 1, 24).astype(int)]
         return (t - t.mean()).ravel() / np.linalg.norm(t - t.mean())

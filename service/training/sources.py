@@ -257,9 +257,10 @@ TEST2_SOURCES = tuple(p.id for p in GCOMPRIS_TEST2_PHOTOS)
 # Recipe 12's train photos (after 2.5.0; `aesrm-train --recipe-12`, recipes.RECIPE_V12): the GCompris "erase"
 # activity's 1920x1080 animal photos (Wikimedia Commons, one from the US National Park Service's Flickr; CC-BY-SA,
 # CC-BY, CC0 or public domain, author per file in the bundle's README; GCompris cropped and lightly sharpened them)
-# and the explore_monuments bundle's three CC-BY-SA photos that the val / test2 lists left out. Train only: no val or test photo changes. Left out: the three erase
-# photos whose README says "non-linear rescaling" (butterfly, nubian_ibex, penguin: a warped photo is no clean
-# reference), and the details bundle (puzzle backgrounds of at most 680 px, four of monuments that val / test2 show).
+# and the explore_monuments bundle's three CC-BY-SA photos that the val / test2 lists left out. Train only: no val
+# or test photo changes. Left out: the three erase photos whose README says "non-linear rescaling" (butterfly,
+# nubian_ibex, penguin: a warped photo is no clean reference), and the details bundle (puzzle backgrounds of at
+# most 680 px, four of monuments that val / test2 show).
 _GC_E = _GC_R + "erase.rcc::gcompris/src/activities/erase/resource/"
 GCOMPRIS_TRAIN_PHOTOS = _gcompris(
     ("erase-alpaca", _GC_E, "alpaca.webp", "CC-BY-SA-4.0", "Dietmar Rabich", "alpaca head, trees behind"),

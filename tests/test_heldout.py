@@ -358,7 +358,7 @@ def test_selection_metrics_score_both_recipes_val_groups_and_restore_the_recipe(
         sel = selection_metrics({"shipped": model}, [train, val], per_criterion=1)
         assert data.EXTRA_FAMILIES == {"on": False, "recipe5": True, "recipe6": False, "recipe7": False,
                                        "recipe8": False, "recipe9": False, "recipe10": False, "recipe11": False,
-                                       "recipe12": False}
+                                       "recipe12": False, "recipe13": False}
     assert set(sel) == {"shipped"} and set(sel["shipped"]) == {"shipped_recipe_val", "recipe4_val"}
     assert selection_wins({**sel, "same": sel["shipped"]}, "same") == [False, False]  # a tie does not win
     better = {r: {**m, "dimension_mean": m["dimension_mean"] + 0.01} for r, m in sel["shipped"].items()}

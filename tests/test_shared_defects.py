@@ -43,7 +43,7 @@ def test_pairs_ignore_the_training_recipe_and_the_summary_matches_the_rows():
         again = shared_defect_pairs(model, srcs, per_case=2, cases=cases, dark_per_case=1)
         assert data.EXTRA_FAMILIES == {"on": True, "recipe5": True, "recipe6": True, "recipe7": True,
                                        "recipe8": True, "recipe9": True, "recipe10": False, "recipe11": False,
-                                       "recipe12": False}
+                                       "recipe12": False, "recipe13": False}
     assert again == plain
     rows = plain["rows"]
     assert plain["pairs"] == len(rows) == 4 and [(r["edited"], r["shared"]) for r in rows] == [

@@ -13,10 +13,10 @@ from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
 from service.training.recipes import recipe_flags
 from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, GCOMPRIS_TRAIN_PHOTOS,
-                                      PLASMA_PHOTOS, RESERVED_PACKAGES, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES,
-                                      VAL_SOURCES, _split_of)
+                                      PLASMA_PHOTOS, RESERVED_PACKAGES, SCENERY_TRAIN_PHOTOS, SKIMAGE_PHOTOS,
+                                      TEST2_SOURCES, TEST_SOURCES, TRAIN_PHOTO_RECIPES, VAL_SOURCES, _split_of)
 
-CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS
+CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS + SCENERY_TRAIN_PHOTOS
 
 
 def test_catalogue_ids_unique_and_disjoint_from_default():
@@ -49,6 +49,7 @@ def test_split_is_fixed_by_name():
     assert {i for i, s in split.items() if s == "test2"} == set(TEST2_SOURCES) and len(TEST2_SOURCES) == 49
     assert split["newpkg/new-photo"] == "train"
     assert {split[p.id] for p in GCOMPRIS_TRAIN_PHOTOS} == {"train"} and len(GCOMPRIS_TRAIN_PHOTOS) == 33
+    assert {split[p.id] for p in SCENERY_TRAIN_PHOTOS} == {"train"} and len(SCENERY_TRAIN_PHOTOS) == 23
 
 
 def test_the_shipped_manifest_records_recipe_12_photos_as_the_catalogue_does():
@@ -63,22 +64,25 @@ def test_the_shipped_manifest_records_recipe_12_photos_as_the_catalogue_does():
     assert len(train) == 41 + 33
 
 
-def test_recipe_12_alone_decides_whether_the_more_train_photos_load(monkeypatch):
-    """load_sources() follows the recipe (recipe 12 on or off) unless told; the shipped recipe's photo set does not
-    change, so every earlier checkpoint's data_hash still describes what load_sources() returns for it."""
+def test_each_photo_recipe_alone_decides_whether_its_train_photos_load(monkeypatch):
+    """load_sources() follows the recipe (recipes 12 and 13 on or off) unless told; the shipped recipe's photo set
+    does not change, so every earlier checkpoint's data_hash still describes what load_sources() returns for it."""
     seen = []
     monkeypatch.setattr(sources, "_fetch_deb", lambda root: root)
     monkeypatch.setattr(sources, "_pick_plasma_image", lambda folder: folder)
     monkeypatch.setattr(sources, "_fetch_wheel", lambda root: root)
     monkeypatch.setattr(sources, "_fetch_extra", lambda root, ph: root / ph.id)
     monkeypatch.setattr(sources, "_load_entries", lambda root, entries: seen.append([e[0] for e in entries]))
-    train = {p.id for p in GCOMPRIS_TRAIN_PHOTOS}
-    for flags, kwargs, more in (({}, {}, False), ({"recipe12": True}, {}, True),
-                                ({"recipe12": True}, {"more_train": False}, False), ({}, {"more_train": True}, True)):
-        with recipe_flags(**{"recipe12": False, **flags}):
+    sets = {flag: {p.id for p in photos} for flag, photos in TRAIN_PHOTO_RECIPES.items()}
+    both = ("recipe12", "recipe13")
+    for flags, kwargs, on in (({}, {}, ()), ({"recipe12": True}, {}, ("recipe12",)),
+                              ({"recipe13": True}, {}, ("recipe13",)), (dict.fromkeys(both, True), {}, both),
+                              ({"recipe12": True}, {"more_train": False}, ()), ({}, {"more_train": True}, both)):
+        with recipe_flags(**{"recipe12": False, "recipe13": False, **flags}):
             sources.load_sources(**kwargs)
-        assert (train <= set(seen[-1])) is more and (not train & set(seen[-1])) is (not more), (flags, kwargs)
-        assert len(seen[-1]) == 69 + 33 * more
+        for flag, ids in sets.items():
+            assert (ids <= set(seen[-1])) is (flag in on) and not (ids & set(seen[-1]) and flag not in on), flags
+        assert len(seen[-1]) == 69 + sum(len(sets[f]) for f in on) and len(set(seen[-1])) == len(seen[-1])
 
 
 def test_recipe_uses_them_and_1x_set_still_reachable():
@@ -135,9 +139,18 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
         h, w = s.levels[0].shape[:2]
         assert max(h, w) >= 512 and min(h, w) >= 256 and s.levels[0].std() > 20, (s.id, s.levels[0].shape)
         assert s.levels[1].shape[0] == h // 2
-    more = sources.load_sources(tmp_path, more_train=True)  # recipe 12's train photos decode, are train, and are
-    extra = [s for s in more if s.id in {p.id for p in GCOMPRIS_TRAIN_PHOTOS}]  # no copy of a val / test photo
-    assert len(extra) == 33 and {s.split for s in extra} == {"train"}
+    more = sources.load_sources(tmp_path, more_train=True)  # recipes 12 and 13's train photos decode, are train,
+    opt_in = {p.id for photos in TRAIN_PHOTO_RECIPES.values() for p in photos}  # and are no copy of a val / test photo
+    extra = [s for s in more if s.id in opt_in]
+    assert len(extra) == 33 + 23 and {s.split for s in extra} == {"train"}
+    for package, said in ((sources._KR, ("Author of new images: Slava Anishenko", "License: Public Domain")),
+                          (sources._LL, ("static/common/backgrounds/*\nCopyright: Various artists\n"
+                                         "License: CC-BY-NC-ND-3.0 or GFDL-1.3\nComment: downloaded from "
+                                         "https://commons.wikimedia.org",)),
+                          (sources._ZO, ("Files: *\nCopyright: 2002-2015 Jason Geiger\n           2008-2016 Jeroen "
+                                         "Roos\nLicense: GPL-2+",))):  # recipe 13's licences, as debian/copyright says
+        text = (tmp_path / "sources" / "extra" / package / "x" / "usr/share/doc" / package / "copyright").read_text()
+        assert all(part in text for part in said), package
 
     def thumb(s):  # a 24 x 24 grey thumbnail, normalised: near 1.0 against the same picture at any size
         g = s.levels[1].astype(np.float64).mean(2)

@@ -308,6 +308,54 @@ GCOMPRIS_TRAIN_PHOTOS = _gcompris(
      "statue on a peak above a city, haze"),
     ("taj-mahal", _GC_M, "wonders/tajMahal.webp", "CC-BY-SA-4.0", "Yann",
      "the Taj Mahal beyond a water channel, clouds"))
+# Recipe 13's train photos (after 2.6.0; `aesrm-train --recipe-13`, recipes.RECIPE_V13): landscapes and
+# under-water scenes, which the set lacked, from three more Debian bookworm packages, each photo checked on a
+# contact sheet. krank's replacement level backgrounds (debian/copyright: "Author of new images: Slava Anishenko,
+# License: Public Domain"; FUJIFILM camera EXIF, Red Sea reefs, 2000x1500): the 15 odd-numbered levels of 30, so
+# that one photographer's under-water set stays about a sixth of the train photos (the menu screens repeat the level
+# photos' kind; bonus-01 and menu-scores1 are one photo). LemonLDAP::NG's portal backgrounds (debian/copyright:
+# Wikimedia Commons, "Various artists", GFDL-1.3 or CC-BY-NC-ND-3.0: used under the GFDL). zoph's two template
+# backgrounds (Canon EOS 600D EXIF, debian/copyright Files: * GPL-2+; a small "photo by Jeroen Roos" mark in the
+# bottom-right corner). Left out: lifeograph's backgrounds (GIMP-processed: faded or darkened for a diary
+# background, no clean reference), tuxmath / tuxtype (space pictures composited over a drawn ground), the
+# manuskript and fvwm-crystal wallpapers (a wood texture, a Hubble picture, renders).
+_KR, _KR_V, _KR_D = "krank", "0.7+dfsg2-4", "usr/share/games/krank/levels/unera-backgrounds/"
+_KR_L = "public domain (Slava Anishenko, krank debian/copyright)"
+_LL, _LL_V = "liblemonldap-ng-portal-perl", "2.16.1+ds-deb12u10"
+_LL_D = "usr/share/lemonldap-ng/portal/htdocs/static/common/backgrounds/"
+_LL_L = "GFDL-1.3 (various artists, Wikimedia Commons; debian/copyright: GFDL-1.3 or CC-BY-NC-ND-3.0)"
+_ZO, _ZO_V, _ZO_D = "zoph", "1.0.1-3", "usr/share/zoph/www/php/templates/default/images/backgrounds/"
+_ZO_L = "GPL-2+ (Jeroen Roos, zoph debian/copyright Files: *)"
+SCENERY_TRAIN_PHOTOS = (
+    *(ExtraPhoto(f"krank/{f[:-4]}", "deb", _KR, _KR_V, _KR_D + f, _KR_L, what) for f, what in (
+        ("level-01.jpg", "pink cauliflower coral among boulder corals"),
+        ("level-03.jpg", "pale soft corals, turquoise water"),
+        ("level-05.jpg", "spotted snake eel on sand, flash-lit"),
+        ("level-07.jpg", "lilac soft coral on a reef, small orange fish"),
+        ("level-09.jpg", "school of yellow snappers along a reef"),
+        ("level-11.jpg", "lionfish over sand, flash-lit"),
+        ("level-13.jpg", "coral overhang above open blue water"),
+        ("level-15.jpg", "reef wall with orange anthias, blue water"),
+        ("level-17.jpg", "table corals with anthias, blue shadows"),
+        ("level-19.jpg", "red soft coral against open blue water"),
+        ("level-21.jpg", "brain coral and branching coral, black background"),
+        ("level-23.jpg", "corals with a feather star, dark background"),
+        ("level-25.jpg", "leather corals, flash-lit on black"),
+        ("level-27.jpg", "green leather coral, cyan water"),
+        ("level-29.jpg", "blue-spotted stingray on pale sand"))),
+    *(ExtraPhoto(f"lemonldap/{sid}", "deb", _LL, _LL_V, _LL_D + f, _LL_L, what) for sid, f, what in (
+        ("la-digue", "1280px-Anse_Source_d'Argent_2-La_Digue.jpg", "granite boulders, beach and palm, Seychelles"),
+        ("waterfall", "1280px-Autumn-clear-water-waterfall-landscape_-_Virginia_-_ForestWander.jpg",
+         "waterfall over rocks, autumn forest"),
+        ("brocken", "1280px-BrockenSnowedTrees.jpg", "snow-covered spruces, deep blue sky"),
+        ("cedar-breaks", "1280px-Cedar_Breaks_National_Monument_partially.jpg",
+         "eroded red rock amphitheatre, strong local contrast"),
+        ("parry-peak", "1280px-Parry_Peak_from_Winter_Park.jpg", "snowy trail between firs, a peak behind"),
+        ("aletsch", "Aletschgletscher_mit_Pinus_cembra1.jpg", "glacier valley, mountains, a stone pine"))),
+    ExtraPhoto("zoph/fir", "deb", _ZO, _ZO_V, _ZO_D + "fir.jpg", _ZO_L, "fir shoot, green bokeh (5184x3456)"),
+    ExtraPhoto("zoph/flower", "deb", _ZO, _ZO_V, _ZO_D + "flower.jpg", _ZO_L, "pink dahlia, green bokeh (5184x3456)"),
+)
+TRAIN_PHOTO_RECIPES = {"recipe12": GCOMPRIS_TRAIN_PHOTOS, "recipe13": SCENERY_TRAIN_PHOTOS}  # flag -> its photos
 # After 2.4.0 the GCompris photos joined val (val only: no training set changes). With 4 photos the selection
 # rule mostly measured those 4: VA per photo ranged 63-94 %, and one photo decided whether a candidate won
 # (service/model/README.md, "A wider validation set").
@@ -435,8 +483,9 @@ def load_sources(root: Path | None = None, extra: bool = True, more_train: bool 
     """Fetch (once) and load all sources with their split; cached downscaled pyramids as .npz.
 
     extra=False leaves out EXTRA_PHOTOS and GCOMPRIS_PHOTOS: the 17 sources of the 1.x checkpoints.
-    more_train adds GCOMPRIS_TRAIN_PHOTOS (train split); None = as the current recipe says (recipe 12 on or off),
-    so a tool that set a checkpoint's recipe (use_recipe_of) loads that checkpoint's train photos."""
+    more_train adds the opt-in train photo sets (train split): None = those of the recipes that are on
+    (GCOMPRIS_TRAIN_PHOTOS with recipe 12, SCENERY_TRAIN_PHOTOS with recipe 13), so a tool that set a checkpoint's
+    recipe (use_recipe_of) loads that checkpoint's train photos; True = every set, False = none."""
     root = Path(root or cache_dir()) / "sources"
     entries = []  # (id, package, version, license, member, file path)
     wp = _fetch_deb(root)
@@ -448,8 +497,9 @@ def load_sources(root: Path | None = None, extra: bool = True, more_train: bool 
     for name, lic in SKIMAGE_PHOTOS.items():
         entries.append((f"skimage/{Path(name).stem}", WHEEL_PACKAGE, WHEEL_VERSION, lic,
                         f"skimage/data/{name}", sk / name))
-    more = EXTRA_FAMILIES["recipe12"] if more_train is None else more_train
-    for ph in (*EXTRA_PHOTOS, *GCOMPRIS_PHOTOS, *(GCOMPRIS_TRAIN_PHOTOS if more else ())) if extra else ():
+    more = [ph for flag, photos in TRAIN_PHOTO_RECIPES.items()
+            if (EXTRA_FAMILIES[flag] if more_train is None else more_train) for ph in photos]
+    for ph in (*EXTRA_PHOTOS, *GCOMPRIS_PHOTOS, *more) if extra else ():
         entries.append((ph.id, ph.package, ph.version, ph.license, ph.member, _fetch_extra(root, ph)))
     return _load_entries(root, entries)
 

@@ -232,7 +232,7 @@ def init_record(path: str | None) -> dict | None:
     return {"file": Path(path).name, "sha256": sha256_file(path), "version": version}
 
 
-# aesrm-train --recipe-N: the opt-in recipes 5-11 of service.training.recipes (recipe 4 is --extra-families)
+# aesrm-train --recipe-N: the opt-in recipes 5-13 of service.training.recipes (recipe 4 is --extra-families)
 RECIPE_OPTIONS = {
     "recipe5": "recipe 5: the exposure edit spans ±3.5 stops instead of ±2.5, and half the VA / VF groups share a "
                "plausibility defect on every side (measured: service/model/README.md)",
@@ -249,6 +249,8 @@ RECIPE_OPTIONS = {
                 "(measured: service/model/README.md)",
     "recipe12": "recipe 12: 33 more train photos (GCompris's Wikimedia animals and monuments), no new edit "
                 "(in 2.6.0; measured: service/model/README.md)",
+    "recipe13": "recipe 13: 23 more train photos (landscapes, under-water reefs, two close-ups), no new edit "
+                "(measured, not shipped: service/model/README.md)",
 }
 
 

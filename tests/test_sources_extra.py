@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from service.model.checkpoint import DEFAULT_CHECKPOINT, manifest_path
+from service.training import photo_catalogue as catalogue
 from service.training import sources
 from service.training.qt_rcc import RccError, read_resource
 from service.training.recipes import recipe_flags
-from service.training.sources import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS, GCOMPRIS_TRAIN_PHOTOS,
-                                      PLASMA_PHOTOS, RESERVED_PACKAGES, SCENERY_TRAIN_PHOTOS, SKIMAGE_PHOTOS,
-                                      TEST2_SOURCES, TEST_SOURCES, TRAIN_PHOTO_RECIPES, VAL_SOURCES, _split_of)
+from service.training.photo_catalogue import (EXTRA_PHOTOS, GCOMPRIS_PHOTOS, GCOMPRIS_TEST2_PHOTOS,
+                                              GCOMPRIS_TRAIN_PHOTOS, PLASMA_PHOTOS, RESERVED_PACKAGES,
+                                              SCENERY_TRAIN_PHOTOS, SKIMAGE_PHOTOS, TEST2_SOURCES, TEST_SOURCES,
+                                              TRAIN_PHOTO_RECIPES, VAL_SOURCES)
+from service.training.sources import _split_of
 
 CATALOGUE = EXTRA_PHOTOS + GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS + SCENERY_TRAIN_PHOTOS
 
@@ -120,7 +123,7 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     bundle = (root / photo.member.split("::")[0]).read_bytes()
     checked = 0
     every = GCOMPRIS_PHOTOS + GCOMPRIS_TEST2_PHOTOS + GCOMPRIS_TRAIN_PHOTOS
-    for prefix in (sources._GC_M, sources._GC_A, sources._GC_F, sources._GC_E):  # every recorded licence
+    for prefix in (catalogue._GC_M, catalogue._GC_A, catalogue._GC_F, catalogue._GC_E):  # every recorded licence
         name, folder = prefix.split("::")
         readme = read_resource((root / name).read_bytes(), folder + "README").decode()
         blocks = {f: block for block in readme.split("\n\n") for f in block.split() if f.endswith(".webp")}
@@ -143,11 +146,11 @@ def test_fetch_one_photo_out_of_a_qt_resource_bundle(tmp_path, monkeypatch, caps
     opt_in = {p.id for photos in TRAIN_PHOTO_RECIPES.values() for p in photos}  # and are no copy of a val / test photo
     extra = [s for s in more if s.id in opt_in]
     assert len(extra) == 33 + 23 and {s.split for s in extra} == {"train"}
-    for package, said in ((sources._KR, ("Author of new images: Slava Anishenko", "License: Public Domain")),
-                          (sources._LL, ("static/common/backgrounds/*\nCopyright: Various artists\n"
+    for package, said in ((catalogue._KR, ("Author of new images: Slava Anishenko", "License: Public Domain")),
+                          (catalogue._LL, ("static/common/backgrounds/*\nCopyright: Various artists\n"
                                          "License: CC-BY-NC-ND-3.0 or GFDL-1.3\nComment: downloaded from "
                                          "https://commons.wikimedia.org",)),
-                          (sources._ZO, ("Files: *\nCopyright: 2002-2015 Jason Geiger\n           2008-2016 Jeroen "
+                          (catalogue._ZO, ("Files: *\nCopyright: 2002-2015 Jason Geiger\n           2008-2016 Jeroen "
                                          "Roos\nLicense: GPL-2+",))):  # recipe 13's licences, as debian/copyright says
         text = (tmp_path / "sources" / "extra" / package / "x" / "usr/share/doc" / package / "copyright").read_text()
         assert all(part in text for part in said), package

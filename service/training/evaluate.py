@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--split", default="test", choices=["test", "val", "train", "test2"],
                     help="whose photos: test2 = the 49 GCompris photos no model decision has read "
-                         "(sources.GCOMPRIS_TEST2_PHOTOS)")
+                         "(photo_catalogue.GCOMPRIS_TEST2_PHOTOS)")
     ap.add_argument("--per-criterion", type=int, default=40, help="groups (3 pairs each) per criterion")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe-v1", action="store_true",

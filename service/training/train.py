@@ -3,7 +3,7 @@
 Each step draws groups (one clip of a train-split photo at 3 increasing strengths of one edit = 3 pairs),
 randomises which side is A, and minimises BCE on the edited criterion's logit and on its dimension's
 logit plus the off-target hinge (pair_loss). The final (annealed) state is shipped; validation (4 photos,
-sources.VAL_SOURCES) is monitored per epoch and then used to fit the temperatures (calibrate); the
+photo_catalogue.VAL_SOURCES) is monitored per epoch and then used to fit the temperatures (calibrate); the
 novelty statistics are fitted on fresh renders of the train photos (fit_novelty).
 """
 
